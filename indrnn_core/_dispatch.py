@@ -1,0 +1,134 @@
+"""The public kernel API: validate every argument, then route NumPy arrays to ``indrnn_core.cpu`` and CUDA arrays
+to ``indrnn_core.cuda`` (imported only when a CUDA array arrives)."""
+
+import numpy as np
+
+from . import cpu
+from . import _validate as v
+
+
+def _cuda_module(name):
+    from . import cuda as _cuda
+
+    _cuda.require_gpu(name)
+    return _cuda
+
+
+def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False,
+            out=None, stream=None):
+    """Run the IndRNN recurrence over all steps: ``h_t = act(x_t + u * h_{t-1} + b)``, ``h_{-1} = h0``.
+
+    Args:
+        x: [T, B, H] (or [B, T, H] with ``batch_first``): the projected input ``W x_t`` (bias optional).
+        u: [H] recurrent weights. b: [H] bias or None. h0: [B, H] initial state or None (zeros).
+        activation: "relu", "tanh", "sigmoid" or "identity".
+        lengths: [B] ints in [0, T] (host); sequence b runs over its first lengths[b] steps, the rest is 0.
+        reverse: run each sequence from its last valid step down to step 0.
+        out: optional writable buffer shaped like ``x`` to fill. stream: CUDA stream (int handle or Numba stream).
+
+    Returns:
+        h: every step's output, shaped like ``x``, on the device of ``x`` (``out`` when given).
+
+    Example:
+        >>> import numpy as np, indrnn_core
+        >>> x = np.ones((3, 1, 2), np.float32)
+        >>> indrnn_core.forward(x, u=np.full(2, 0.5, np.float32))[:, 0, 0]
+        array([1.  , 1.5 , 1.75], dtype=float32)
+    """
+    act = v.activation_code(activation)
+    batch_first = v.check_flag("batch_first", batch_first)
+    reverse = v.check_flag("reverse", reverse)
+    device = v.common_device({"x": x, "u": u, "b": b, "h0": h0})
+    if device == "cuda":
+        cuda = _cuda_module("x")
+        x, u, b, h0 = (cuda.as_device_array(a) for a in (x, u, b, h0))
+    dtype = v.check_dtype({"x": x, "u": u, "b": b, "h0": h0})
+    T, B, H = v.sequence_shape("x", x, batch_first)
+    v.check_shape("u", u, (H,))
+    v.check_shape("b", b, (H,))
+    v.check_shape("h0", h0, (B, H))
+    lengths = v.host_lengths(lengths, T, B)
+    if device == "cpu":
+        if out is None:
+            out = np.empty(x.shape, dtype=dtype)
+        v.check_out("out", out, x.shape, dtype, device)
+        cpu.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out)
+        return out
+    out_arr = cuda.device_empty(x.shape, dtype, stream) if out is None else out
+    v.check_out("out", out_arr, x.shape, dtype, device)
+    cuda.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, cuda.as_device_array(out_arr), stream)
+    return out_arr
+
+
+def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False,
+             grad_hn=None, out=None, stream=None):
+    """Back-propagation through time for ``forward``, from its output ``h`` (``x`` is never needed).
+
+    Args:
+        grad_h: dL/dh for every output, shaped like ``h`` ([T, B, H] or [B, T, H]).
+        h: ``forward``'s output. u: [H]. h0: [B, H] or None: the same ``h0`` given to ``forward``.
+        grad_hn: [B, H] or None: dL/d(final state) from outside, added at each sequence's last step.
+        activation, batch_first, lengths, reverse: exactly as given to ``forward``.
+        out: None or a tuple ``(gx, gu, gb, gh0)`` of writable buffers (any entry None to allocate).
+
+    Returns:
+        (gx, gu, gb, gh0): dL/dx (= dL/d pre-activation, shaped like ``h``), dL/du [H], dL/db [H]
+        (``gx`` summed over time and batch), dL/dh0 [B, H]. Sums use a fixed order: reruns are bit-identical.
+    """
+    act = v.activation_code(activation)
+    batch_first = v.check_flag("batch_first", batch_first)
+    reverse = v.check_flag("reverse", reverse)
+    names = ("gx", "gu", "gb", "gh0")
+    if out is None:
+        out = (None,) * 4
+    if not isinstance(out, (tuple, list)) or len(out) != 4:
+        raise TypeError("out must be None or a tuple (gx, gu, gb, gh0) of arrays (entries may be None)")
+    device = v.common_device({"grad_h": grad_h, "h": h, "u": u, "h0": h0, "grad_hn": grad_hn})
+    if device == "cuda":
+        cuda = _cuda_module("h")
+        grad_h, h, u, h0, grad_hn = (cuda.as_device_array(a) for a in (grad_h, h, u, h0, grad_hn))
+    dtype = v.check_dtype({"grad_h": grad_h, "h": h, "u": u, "h0": h0, "grad_hn": grad_hn})
+    T, B, H = v.sequence_shape("h", h, batch_first)
+    v.check_shape("grad_h", grad_h, h.shape)
+    v.check_shape("u", u, (H,))
+    v.check_shape("h0", h0, (B, H))
+    v.check_shape("grad_hn", grad_hn, (B, H))
+    lengths = v.host_lengths(lengths, T, B)
+    shapes = (h.shape, (H,), (H,), (B, H))
+    if device == "cpu":
+        out = tuple(np.empty(s, dtype=dtype) if o is None else o for o, s in zip(out, shapes))
+    else:
+        out = tuple(cuda.device_empty(s, dtype, stream) if o is None else o for o, s in zip(out, shapes))
+    for name, o, s in zip(names, out, shapes):
+        v.check_out(f"out[{names.index(name)}] ({name})", o, s, dtype, device)
+    if device == "cpu":
+        cpu.backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *out)
+    else:
+        cuda.backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
+                           *(cuda.as_device_array(o) for o in out), stream)
+    return out
+
+
+def final_state(h, h0=None, lengths=None, reverse=False, batch_first=False, *, stream=None):
+    """Each sequence's final state [B, H]: ``h`` at its last visited step (step ``lengths[b]-1``, or step 0 when
+    ``reverse``), or ``h0[b]`` (zeros when None) when its length is 0. Same device as ``h``."""
+    batch_first = v.check_flag("batch_first", batch_first)
+    reverse = v.check_flag("reverse", reverse)
+    device = v.common_device({"h": h, "h0": h0})
+    if device == "cuda":
+        cuda = _cuda_module("h")
+        h, h0 = cuda.as_device_array(h), cuda.as_device_array(h0)
+    dtype = v.check_dtype({"h": h, "h0": h0})
+    T, B, H = v.sequence_shape("h", h, batch_first)
+    v.check_shape("h0", h0, (B, H))
+    lengths = v.host_lengths(lengths, T, B)
+    if device == "cuda":
+        out = cuda.device_empty((B, H), dtype, stream)
+        cuda.final_state_into(h, h0, lengths, reverse, batch_first, out, stream)
+        return out
+    h_tm = np.swapaxes(h, 0, 1) if batch_first else h
+    hn = np.zeros((B, H), dtype=dtype) if h0 is None else np.array(h0, dtype=dtype)
+    ran = lengths > 0
+    last = np.zeros(B, dtype=np.int64) if reverse else lengths - 1
+    hn[ran] = h_tm[last[ran], np.flatnonzero(ran)]
+    return hn

@@ -1,0 +1,135 @@
+"""Input validation shared by ``forward``, ``backward`` and ``final_state``.
+
+Numba kernels do no bounds checks, so everything a kernel relies on is checked here, before any launch, and each
+failure names the argument and what was expected. Arrays are classified by device: ``numpy.ndarray`` is the CPU;
+anything exposing ``__cuda_array_interface__`` (Numba device arrays, CuPy, PyTorch CUDA tensors) is CUDA.
+"""
+
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._activations import ACTIVATION_CODES
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_cuda_array(a):
+    """True for objects exposing ``__cuda_array_interface__`` (and Numba simulator device arrays)."""
+    if isinstance(a, np.ndarray):
+        return False
+    if hasattr(a, "__cuda_array_interface__"):
+        return True
+    # Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) hands out host-backed arrays without the interface.
+    sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
+    return sim is not None and isinstance(a, sim.FakeCUDAArray)
+
+
+def device_of(name, a):
+    """'cpu' or 'cuda'; a TypeError naming ``name`` for anything that is not an array."""
+    if isinstance(a, np.ndarray):
+        return "cpu"
+    if is_cuda_array(a):
+        return "cuda"
+    raise TypeError(f"{name} must be a NumPy array or a CUDA array (with __cuda_array_interface__), "
+                    f"got {type(a).__name__}")
+
+
+def common_device(named_arrays):
+    """The one device of all non-None arrays in ``named_arrays`` ({name: array}); ValueError if they differ."""
+    devices = {name: device_of(name, a) for name, a in named_arrays.items() if a is not None}
+    if len(set(devices.values())) > 1:
+        where = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
+        raise ValueError(f"all arrays must be on one device, got {where}")
+    return next(iter(devices.values()))
+
+
+def check_dtype(named_arrays):
+    """The one floating dtype shared by all non-None arrays ({name: array}, first one sets it)."""
+    dtype = None
+    first = None
+    for name, a in named_arrays.items():
+        if a is None:
+            continue
+        dt = np.dtype(a.dtype)
+        if dt not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {dt}")
+        if dtype is None:
+            dtype, first = dt, name
+        elif dt != dtype:
+            raise TypeError(f"all arrays must share one dtype: {first} is {dtype} but {name} is {dt}")
+    return dtype
+
+
+def check_shape(name, a, expected):
+    if a is not None and tuple(a.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(a.shape)}")
+
+
+def sequence_shape(name, a, batch_first):
+    """(T, B, H) of a sequence array laid out [T, B, H] or, with ``batch_first``, [B, T, H]."""
+    if len(a.shape) != 3:
+        layout = "[B, T, H] (batch_first=True)" if batch_first else "[T, B, H]"
+        raise ValueError(f"{name} must be 3-D {layout}, got shape {tuple(a.shape)}")
+    T, B, H = a.shape
+    return (B, T, H) if batch_first else (T, B, H)
+
+
+def check_flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def activation_code(activation):
+    if not isinstance(activation, str) or activation not in ACTIVATION_CODES:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_CODES)}, got {activation!r}")
+    return ACTIVATION_CODES[activation]
+
+
+def host_lengths(lengths, T, B):
+    """``lengths`` as a host int64 [B] array with values in [0, T] (all T when None). Accepts a NumPy integer
+    array, a sequence of ints, or an integer CUDA array (copied to the host to be checked)."""
+    if lengths is None:
+        return np.full(B, T, dtype=np.int64)
+    if is_cuda_array(lengths):
+        from . import cuda as _cuda
+
+        lengths = _cuda.copy_to_host(lengths)
+    if isinstance(lengths, np.ndarray):
+        arr = lengths
+    elif isinstance(lengths, Sequence) and not isinstance(lengths, (str, bytes)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in lengths):
+            raise TypeError("lengths must contain integers")
+        arr = np.asarray(lengths, dtype=np.int64).reshape(len(lengths))
+    else:
+        raise TypeError(f"lengths must be a sequence or array of integers, got {type(lengths).__name__}")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must have an integer dtype, got {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {tuple(arr.shape)}")
+    if B and (arr.min() < 0 or arr.max() > T):
+        raise ValueError(f"lengths must lie in [0, {T}] (T={T}), got values from {arr.min()} to {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_writable(name, a):
+    if isinstance(a, np.ndarray):
+        writable = a.flags.writeable
+    elif hasattr(a, "__cuda_array_interface__"):
+        writable = not a.__cuda_array_interface__["data"][1]
+    else:  # simulator device array
+        writable = a._ary.flags.writeable
+    if not writable:
+        raise ValueError(f"{name} must be writable, got a read-only array")
+
+
+def check_out(name, a, shape, dtype, device):
+    """An ``out=`` buffer: right type, device, shape, dtype, and writable."""
+    if device_of(name, a) != device:
+        raise ValueError(f"{name} must be on {device} like the inputs, got an array on {device_of(name, a)}")
+    check_shape(name, a, shape)
+    if np.dtype(a.dtype) != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {np.dtype(a.dtype)}")
+    check_writable(name, a)
