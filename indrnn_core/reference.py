@@ -58,6 +58,16 @@ def _lengths(lengths, T, B):
 
 def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False):
     """All outputs ``h``: same shape as ``x`` ([T, B, H] or [B, T, H]), float64."""
+    return _run(x, u, b, h0, activation, batch_first, lengths, reverse)[0]
+
+
+def preactivation(x, u, b=None, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False):
+    """``pre_t = x_t + u * h_{t-1} + b`` at every step (0 past each sequence's end), shaped like ``x``; used to
+    keep finite differences away from an activation's kinks."""
+    return _run(x, u, b, h0, activation, batch_first, lengths, reverse)[1]
+
+
+def _run(x, u, b, h0, activation, batch_first, lengths, reverse):
     x = _time_major(np.asarray(x, dtype=np.float64), batch_first)
     T, B, H = x.shape
     u = np.asarray(u, dtype=np.float64)
@@ -65,11 +75,15 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
     h0 = np.zeros((B, H)) if h0 is None else np.asarray(h0, dtype=np.float64)
     lengths = _lengths(lengths, T, B)
     h = np.zeros((T, B, H))
+    pre = np.zeros((T, B, H))
     for n in range(B):
         prev = h0[n]
         for t in _steps(lengths[n], reverse):
-            prev = h[t, n] = activate(x[t, n] + u * prev + b, activation)
-    return np.swapaxes(h, 0, 1) if batch_first else h
+            pre[t, n] = x[t, n] + u * prev + b
+            prev = h[t, n] = activate(pre[t, n], activation)
+    if batch_first:
+        return np.swapaxes(h, 0, 1), np.swapaxes(pre, 0, 1)
+    return h, pre
 
 
 def final_state(h, h0=None, lengths=None, reverse=False, batch_first=False):

@@ -172,7 +172,7 @@ def plot_curves(path: str, curves: Mapping[str, tuple[Sequence[float], Sequence[
     ax = fig.add_subplot()
     colours = {}
     for label, (x, y) in curves.items():
-        (line,) = ax.plot(x, y, label=label, linewidth=1.8)
+        (line,) = ax.plot(x, y, label=label, linewidth=1.8, marker="o" if len(x) <= 30 else None, markersize=3)
         colours[label] = line.get_color()
     for label, (x, y) in (faint or {}).items():
         ax.plot(x, y, color=colours.get(label), alpha=0.25, linewidth=0.8)

@@ -1,0 +1,72 @@
+"""Shared test setup.
+
+- Without a GPU, the CUDA kernels run in Numba's simulator: NUMBA_ENABLE_CUDASIM must be set before numba is
+  imported, which is why it happens here, first. With a GPU (``nvidia-smi`` works) they run on the real device.
+- Hypothesis: bounded examples and no deadline (the first call of a kernel includes JIT compilation).
+"""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+
+def _has_gpu():
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _has_gpu():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+CUDA_SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", max_examples=10, deadline=None)
+settings.register_profile("thorough", max_examples=500, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+class Device:
+    """Moves NumPy arrays to a device and back, so one test body covers the CPU and the CUDA kernels."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def put(self, a):
+        if a is None or self.name == "cpu":
+            return a
+        from numba import cuda
+
+        return cuda.to_device(np.ascontiguousarray(a))
+
+    def get(self, a):
+        if a is None or self.name == "cpu":
+            return a
+        return a.copy_to_host()
+
+    def __repr__(self):
+        return self.name
+
+
+@pytest.fixture(params=["cpu", "cuda"], scope="session")
+def device(request):
+    return Device(request.param)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def small_cuda_blocks():
+    """Shrink the CUDA block size so tiny test inputs span several blocks (exercising the tail guard)."""
+    from indrnn_core.cuda import config
+
+    old, config.THREADS_PER_BLOCK = config.THREADS_PER_BLOCK, 4
+    yield 4
+    config.THREADS_PER_BLOCK = old
