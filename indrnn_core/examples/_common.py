@@ -87,13 +87,13 @@ def add_common_flags(parser: argparse.ArgumentParser, *, out: str, seed: int = 0
 # frameworks and devices
 # ------------------------------------------------------------------------------------------------------------------
 def require_framework(parser: argparse.ArgumentParser, name: str, adapter: Optional[str] = None,
-                      install: Optional[str] = None):
-    """Import framework ``name`` (then the module ``adapter`` built on it) or exit with a one-line error naming the
-    install command (``install``, by default from :data:`INSTALL_HINTS`). Returns the imported ``adapter`` module
-    (the framework itself when ``adapter`` is None)."""
+                      install: Optional[str] = None, label: Optional[str] = None):
+    """Import package ``name`` (then the module ``adapter`` built on it) or exit with a one-line error naming the
+    install command (``install``, by default from :data:`INSTALL_HINTS`) and the package as ``label`` (default
+    ``name``). Returns the imported ``adapter`` module (the package itself when ``adapter`` is None)."""
     hint = install or INSTALL_HINTS.get(name, f"pip install {name}")
     if importlib.util.find_spec(name) is None:
-        parser.error(f"framework {name!r} is not installed: {hint}")
+        parser.error(f"{label or repr(name)} is not installed: {hint}")
     try:
         module = importlib.import_module(name)
         if adapter is not None:

@@ -127,7 +127,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     framework = FRAMEWORKS[args.framework]
-    backend = _common.require_framework(parser, framework.package, framework.backend, framework.install)
+    backend = _common.require_framework(parser, framework.package, framework.backend, framework.install,
+                                        label=f"framework {args.framework!r}")
     device = backend.resolve_device(parser, args.device)
     out_dir = _common.make_out_dir(parser, args.out)
 

@@ -64,8 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.test_fraction < 1:
         parser.error(f"argument --test-fraction: pass a number in (0, 1), got {args.test_fraction}")
-    _common.require_framework(parser, "torch", "indrnn_core.adapters.torch")
-    _common.require_framework(parser, "sklearn", None, "pip install scikit-learn")
+    _common.require_framework(parser, "torch", "indrnn_core.adapters.torch", label="PyTorch")
+    _common.require_framework(parser, "sklearn", None, "pip install 'indrnn-core[examples]'", label="scikit-learn")
     import torch
 
     from indrnn_core.adapters.torch import register_recurrent_clipping

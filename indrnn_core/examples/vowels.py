@@ -63,8 +63,8 @@ def load() -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _common.require_framework(parser, "torch", "indrnn_core.adapters.torch")
-    _common.require_framework(parser, "aeon", None, "pip install aeon")
+    _common.require_framework(parser, "torch", "indrnn_core.adapters.torch", label="PyTorch")
+    _common.require_framework(parser, "aeon", None, "pip install 'indrnn-core[examples]'", label="aeon")
     import torch
     from torch import nn
     from torch.nn.utils.rnn import pack_sequence

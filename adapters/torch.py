@@ -1,0 +1,564 @@
+"""PyTorch adapter: custom ops over the indrnn_core kernels, a functional API and ``torch.nn`` modules.
+
+Layers of this file, top-down:
+
+1. ``indrnn::forward`` / ``indrnn::backward`` -- ``torch.library.custom_op`` over :func:`indrnn_core.forward` and
+   :func:`indrnn_core.backward`. Torch allocates the outputs and the kernels fill them (``out=``); CPU tensors cross
+   as NumPy views and CUDA tensors by the CUDA array interface on torch's current stream, with no copy.
+   ``register_fake`` makes them traceable by ``torch.compile``; ``register_autograd`` gives gradients for x, u, b
+   and h0. The forward op also returns the final state (indexed out of h), whose gradient reaches the kernel as
+   ``grad_hn``: no [T, B, H] scatter of it in autograd.
+2. :func:`indrnn` and :func:`indrnn_with_state` -- the functional API.
+3. Modules: :class:`IndRNN` (a drop-in for ``nn.RNN``), :class:`IndRNNCell`, :class:`IndRNNRecurrence` (the
+   recurrence without input weights) and the recurrent-weight constraint helpers
+   :func:`clip_recurrent_weights_` / :func:`register_recurrent_clipping`. The Deep IndRNN blocks live in
+   ``indrnn_core.adapters.torch_blocks`` and are re-exported here.
+
+Shapes use ``[T, B, H]`` (time-major, the default) or ``[B, T, H]`` with ``batch_first=True``.
+
+Example::
+
+    >>> import torch
+    >>> from indrnn_core.adapters.torch import IndRNN
+    >>> rnn = IndRNN(2, 16, num_layers=2)
+    >>> out, h_n = rnn(torch.randn(50, 4, 2))      # [T, B, in] -> [T, B, H], [num_layers, B, H]
+    >>> out.shape, h_n.shape
+    (torch.Size([50, 4, 16]), torch.Size([2, 4, 16]))
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+import indrnn_core as _core
+
+__all__ = [
+    "indrnn", "indrnn_with_state", "IndRNN", "IndRNNCell", "IndRNNRecurrence",
+    "clip_recurrent_weights_", "register_recurrent_clipping",
+    "BatchNormOverTime", "BatchNormPerStep", "SequenceDropout", "ResidualIndRNN", "DenseIndRNN",
+]
+
+_RecurrentRange = tuple[float, float]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. Custom ops
+# ----------------------------------------------------------------------------------------------------------------
+def _empty(shape, like: Tensor) -> Tensor:
+    """Allocate an output the kernel fills (a seam: tests replace it to fill fresh outputs with NaN)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _array(t: Optional[Tensor]):
+    """A tensor as the core sees it, never copied: a NumPy view of CPU memory, or the CUDA tensor itself (the core
+    reads its CUDA array interface). ``Tensor.numpy()`` shares memory exactly like ``np.from_dlpack`` and costs half
+    as much per call (``Tensor.__dlpack__`` is Python-level), which matters at small T."""
+    if t is None:
+        return None
+    if t.requires_grad:
+        t = t.detach()
+    return t if t.is_cuda else t.numpy()
+
+
+def _stream(t: Tensor):
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else None
+
+
+def _last_state(h: Tensor, h0: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
+                batch_first: bool) -> Tensor:
+    """A new ``[B, H]`` tensor (never a view of h) holding each sequence's final state: h at step ``lengths-1``
+    (step 0 when ``reverse``), or ``h0`` (zeros when None) for a sequence of length 0. Indexing only; runs inside
+    the forward op, whose backward hands the final state's gradient to the kernel as ``grad_hn``."""
+    time_dim = 1 if batch_first else 0
+    batch = h.shape[1 - time_dim]
+    if h.shape[time_dim] == 0:
+        return h0.clone() if h0 is not None else h.new_zeros((batch, h.shape[2]))
+    if lengths is None:
+        return h.select(time_dim, 0 if reverse else -1).clone()
+    lengths = lengths.to(h.device, torch.int64)  # uint8/bool would index as a mask
+    step = torch.zeros_like(lengths) if reverse else (lengths - 1).clamp(min=0)
+    index = torch.arange(batch, device=h.device)
+    last = h[index, step] if batch_first else h[step, index]
+    return torch.where((lengths > 0).unsqueeze(1), last, h0 if h0 is not None else torch.zeros_like(last))
+
+
+@torch.library.custom_op("indrnn::forward", mutates_args=())
+def _forward_op(x: Tensor, u: Tensor, b: Optional[Tensor], h0: Optional[Tensor], lengths: Optional[Tensor],
+                activation: str, batch_first: bool, reverse: bool) -> tuple[Tensor, Tensor]:
+    """(h shaped like x, final state [B, H])."""
+    h = _empty(x.shape, x)
+    _core.forward(_array(x), _array(u), _array(b), _array(h0), activation=activation, batch_first=batch_first,
+                  lengths=_array(lengths), reverse=reverse, out=_array(h), stream=_stream(x))
+    return h, _last_state(h, h0, lengths, reverse, batch_first)
+
+
+@_forward_op.register_fake
+def _(x, u, b, h0, lengths, activation, batch_first, reverse):
+    return x.new_empty(x.shape), x.new_empty((x.shape[0 if batch_first else 1], x.shape[2]))
+
+
+@torch.library.custom_op("indrnn::backward", mutates_args=())
+def _backward_op(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], lengths: Optional[Tensor],
+                 grad_hn: Optional[Tensor], activation: str, batch_first: bool,
+                 reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(gx shaped like h, gu [H], gb [H], gh0 [B, H]); ``grad_hn`` [B, H] is the final state's gradient."""
+    gx = _empty(h.shape, h)
+    gu = _empty(u.shape, u)
+    gb = _empty(u.shape, u)
+    gh0 = _empty((h.shape[0 if batch_first else 1], h.shape[2]), h)
+    _core.backward(_array(grad_h), _array(h), _array(u), _array(h0), activation=activation,
+                   batch_first=batch_first, lengths=_array(lengths), reverse=reverse, grad_hn=_array(grad_hn),
+                   out=(_array(gx), _array(gu), _array(gb), _array(gh0)), stream=_stream(h))
+    return gx, gu, gb, gh0
+
+
+@_backward_op.register_fake
+def _(grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse):
+    batch = h.shape[0] if batch_first else h.shape[1]
+    return h.new_empty(h.shape), u.new_empty(u.shape), u.new_empty(u.shape), h.new_empty((batch, h.shape[2]))
+
+
+def _setup_context(ctx, inputs, output):
+    x, u, b, h0, lengths, activation, batch_first, reverse = inputs
+    ctx.save_for_backward(output[0], u, h0, lengths)  # the output, never x: derivatives come from h
+    ctx.options = (activation, batch_first, reverse)
+    ctx.has_b, ctx.has_h0 = b is not None, h0 is not None
+    ctx.set_materialize_grads(False)  # an unused output's gradient stays None instead of a [T, B, H] of zeros
+
+
+def _backward(ctx, grad_h, grad_hn):
+    h, u, h0, lengths = ctx.saved_tensors
+    activation, batch_first, reverse = ctx.options
+    # Only the final state used: zeros. A gradient from .sum()/.mean() arrives expanded (stride 0): made
+    # contiguous, since the kernels' strided path costs ~2.5x the contiguous one (more than the copy).
+    grad_h = torch.zeros_like(h) if grad_h is None else grad_h.contiguous()
+    gx, gu, gb, gh0 = _backward_overload(grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse)
+    return (gx, gu, gb if ctx.has_b else None, gh0 if ctx.has_h0 else None, None, None, None, None)
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+# The OpOverloads themselves: calling them skips CustomOpDef.__call__'s extra Python frame on every call.
+_forward = torch.ops.indrnn.forward.default
+_backward_overload = torch.ops.indrnn.backward.default
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. Functional API
+# ----------------------------------------------------------------------------------------------------------------
+def _as_lengths(lengths) -> Optional[Tensor]:
+    """lengths as a host tensor (the kernels take them on the host whatever the data's device); dtype is kept so the
+    core's own check rejects non-integers."""
+    if lengths is None:
+        return None
+    if isinstance(lengths, Tensor):
+        return lengths if lengths.device.type == "cpu" else lengths.cpu()
+    return torch.as_tensor(lengths)
+
+
+def _check_tensors(x, **others) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    for name, t in others.items():
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}; all tensors must be on one device")
+
+
+def indrnn(x: Tensor, u: Tensor, b: Optional[Tensor] = None, h0: Optional[Tensor] = None, *,
+           activation: str = "relu", batch_first: bool = False, lengths=None, reverse: bool = False) -> Tensor:
+    """IndRNN recurrence ``h_t = act(x_t + u * h_{t-1} + b)`` over already projected input.
+
+    Args:
+        x: ``[T, B, H]`` (or ``[B, T, H]`` with ``batch_first``), float32/float64; the input projection ``W x_t``.
+        u: ``[H]`` recurrent weights. b: ``[H]`` bias or None. h0: ``[B, H]`` initial state or None (zeros).
+        activation: "relu", "tanh", "sigmoid" or "identity".
+        lengths: ``[B]`` integer lengths in ``[0, T]`` (tensor on any device, NumPy array or list) or None; outputs
+            past a sequence's end are 0 and get no gradient.
+        reverse: run each sequence from its last valid step down to step 0.
+
+    Returns:
+        ``[T, B, H]`` (or ``[B, T, H]``) every step's output. Differentiable in x, u, b and h0.
+
+    Example::
+
+        >>> h = indrnn(torch.randn(5, 2, 3), torch.rand(3))
+        >>> h.shape
+        torch.Size([5, 2, 3])
+    """
+    _check_tensors(x, u=u, b=b, h0=h0)
+    return _forward(x, u, b, h0, _as_lengths(lengths), activation, batch_first, reverse)[0]
+
+
+def indrnn_with_state(x: Tensor, u: Tensor, b: Optional[Tensor] = None, h0: Optional[Tensor] = None, *,
+                      activation: str = "relu", batch_first: bool = False, lengths=None,
+                      reverse: bool = False) -> tuple[Tensor, Tensor]:
+    """Like :func:`indrnn`, also returning the ``[B, H]`` final state (``h[lengths-1]``; step 0 when ``reverse``;
+    ``h0`` for a sequence of length 0). Gradients flow through both outputs."""
+    _check_tensors(x, u=u, b=b, h0=h0)
+    return _forward(x, u, b, h0, _as_lengths(lengths), activation, batch_first, reverse)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. Modules
+# ----------------------------------------------------------------------------------------------------------------
+_DEFAULT_RANGE: _RecurrentRange = (0.0, 1.0)  # the paper's default for hidden layers: u ~ U(0, 1)
+
+
+def _is_range(r) -> bool:
+    return (isinstance(r, Sequence) and not isinstance(r, str) and len(r) == 2
+            and all(isinstance(v, (int, float)) for v in r) and r[0] <= r[1])
+
+
+def _recurrent_ranges(recurrent_init, num_layers: int) -> list[_RecurrentRange]:
+    if recurrent_init is None:
+        return [_DEFAULT_RANGE] * num_layers
+    if _is_range(recurrent_init):
+        return [tuple(map(float, recurrent_init))] * num_layers
+    if isinstance(recurrent_init, Sequence) and len(recurrent_init) == num_layers and all(
+            _is_range(r) for r in recurrent_init):
+        return [tuple(map(float, r)) for r in recurrent_init]
+    raise ValueError(f"recurrent_init must be None, a (low, high) tuple with low <= high, or a list of "
+                     f"{num_layers} such tuples (one per layer), got {recurrent_init!r}")
+
+
+def _check_bound(recurrent_bound) -> Optional[float]:
+    if recurrent_bound is None:
+        return None
+    if not isinstance(recurrent_bound, (int, float)) or not recurrent_bound > 0:
+        raise ValueError(f"recurrent_bound must be None or a positive float, got {recurrent_bound!r}")
+    return float(recurrent_bound)
+
+
+class _RecurrentMixin:
+    """Shared by the modules owning recurrent weights: the ``|u| <= recurrent_bound`` constraint."""
+
+    recurrent_bound: Optional[float]
+
+    def _recurrent_weights(self) -> list[Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def clip_recurrent_(self, bound: Optional[float] = None):
+        """Clamp every recurrent weight u in place to ``[-bound, bound]`` (``bound`` defaults to
+        ``self.recurrent_bound``; nothing happens when both are None). Returns self."""
+        bound = self.recurrent_bound if bound is None else bound
+        if bound is not None:
+            for u in self._recurrent_weights():
+                u.clamp_(-bound, bound)
+        return self
+
+
+def clip_recurrent_weights_(module: nn.Module, bound: Optional[float] = None) -> nn.Module:
+    """Clamp the recurrent weights of every IndRNN module inside ``module`` (itself included) in place, each to its
+    own ``recurrent_bound`` or to ``bound`` when given. Returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, _RecurrentMixin):
+            m.clip_recurrent_(bound)
+    return module
+
+
+def register_recurrent_clipping(optimizer: torch.optim.Optimizer, module: nn.Module,
+                                bound: Optional[float] = None):
+    """Keep ``|u| <= recurrent_bound`` through training: registers :func:`clip_recurrent_weights_` as a step
+    post-hook on ``optimizer`` (``Optimizer.register_step_post_hook``), so the weights are clipped right after
+    every ``optimizer.step()``, as the paper does. Also clips once now, so the constraint holds from the start.
+
+    The hook lives on the optimizer: a newly built optimizer (or one restored with ``load_state_dict`` into a new
+    object) needs this call again. Under DDP, every replica clips the same weights the same way, so replicas stay
+    identical. Returns the hook handle; ``handle.remove()`` stops clipping.
+
+    Example::
+
+        >>> model = IndRNN(2, 8, recurrent_bound=2 ** (1 / 100))
+        >>> opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+        >>> handle = register_recurrent_clipping(opt, model)
+    """
+    clip_recurrent_weights_(module, bound)
+    return optimizer.register_step_post_hook(lambda opt, args, kwargs: clip_recurrent_weights_(module, bound))
+
+
+def _factory(device, dtype) -> dict:
+    return {"device": device, "dtype": dtype}
+
+
+class IndRNN(_RecurrentMixin, nn.Module):
+    """Multi-layer IndRNN, a drop-in for ``nn.RNN``: per layer ``h_t = act(W_ih x_t + u ⊙ h_{t-1} + b)``.
+
+    The projection ``W_ih x`` runs over all steps in one matmul; the recurrence is the ``indrnn::forward`` op (no
+    Python loop over time, packed sequences included).
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, bidirectional: as ``nn.RNN``.
+        dropout: dropout on the outputs of each layer but the last, as ``nn.RNN`` (element-wise; the paper's mask
+            shared over time is :class:`SequenceDropout`, for custom stacks).
+        activation: "relu" (default), "tanh", "sigmoid" or "identity".
+        recurrent_init: range of the uniform init of u: None -> U(0, 1) (the paper's default); a ``(low, high)``
+            tuple for all layers; or a list of tuples, one per layer (e.g. from ``indrnn_core.init``).
+        recurrent_bound: None or a float; :meth:`clip_recurrent_` clamps every u to ``[-bound, bound]``. Clipping is
+            not automatic: call :func:`register_recurrent_clipping` once on your optimizer.
+
+    Parameters (like ``nn.RNN``, suffix ``_reverse`` for the backward direction): ``weight_ih_l{k}`` ``[H, in]``
+    (the projection has no bias; ``W_ih ~ U(-1/sqrt(H), 1/sqrt(H))``), ``weight_hh_l{k}`` ``[H]`` (the recurrent
+    vector u) and, with ``bias``, ``bias_ih_l{k}`` ``[H]`` (added inside the kernel; initialised to 0).
+
+    Inputs: ``input`` ``[T, B, in]`` (``[B, T, in]`` with batch_first), ``[T, in]`` unbatched, or a
+    ``PackedSequence``; ``h0`` ``[num_layers * num_directions, B, H]`` or None (zeros).
+    Outputs: ``output`` ``[T, B, num_directions * H]`` (packed if the input was), ``h_n``
+    ``[num_layers * num_directions, B, H]``.
+
+    Example (adding problem settings of the paper)::
+
+        >>> from indrnn_core import init
+        >>> bound = init.recurrent_bound(100)           # 2 ** (1 / T)
+        >>> rnn = IndRNN(2, 128, num_layers=2, batch_first=True, recurrent_bound=bound,
+        ...              recurrent_init=[init.hidden_range(bound), init.last_layer_range(bound)])
+        >>> out, h_n = rnn(torch.randn(32, 100, 2))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 activation: str = "relu", recurrent_init=None, recurrent_bound: Optional[float] = None,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional, self.activation = bidirectional, activation
+        self.recurrent_ranges = _recurrent_ranges(recurrent_init, num_layers)
+        self.recurrent_bound = _check_bound(recurrent_bound)
+        factory = _factory(device, dtype)
+        num_directions = 2 if bidirectional else 1
+        self._layer_names: list[tuple[str, str, Optional[str]]] = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * num_directions
+            for direction in range(num_directions):
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                setattr(self, "weight_ih" + sfx, nn.Parameter(torch.empty(hidden_size, layer_input, **factory)))
+                setattr(self, "weight_hh" + sfx, nn.Parameter(torch.empty(hidden_size, **factory)))
+                if bias:
+                    setattr(self, "bias_ih" + sfx, nn.Parameter(torch.empty(hidden_size, **factory)))
+                self._layer_names.append(("weight_ih" + sfx, "weight_hh" + sfx, "bias_ih" + sfx if bias else None))
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for i, (w_ih, w_hh, b) in enumerate(self._layer_names):
+                nn.init.uniform_(getattr(self, w_ih), -stdv, stdv)
+                nn.init.uniform_(getattr(self, w_hh), *self.recurrent_ranges[i // self.num_directions])
+                if b is not None:
+                    nn.init.zeros_(getattr(self, b))
+
+    def _recurrent_weights(self) -> list[Tensor]:
+        return [getattr(self, w_hh) for _, w_hh, _ in self._layer_names]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.activation != "relu":
+            s += f", activation={self.activation!r}"
+        if self.recurrent_bound is not None:
+            s += f", recurrent_bound={self.recurrent_bound:g}"
+        return s
+
+    def forward(self, input: Union[Tensor, PackedSequence], h0: Optional[Tensor] = None):
+        packed = isinstance(input, PackedSequence)
+        weight = self.weight_ih_l0
+        if packed:
+            if input.data.dim() != 2 or input.data.shape[-1] != self.input_size:
+                raise ValueError(f"input (PackedSequence) must have feature size input_size={self.input_size}, "
+                                 f"got data of shape {tuple(input.data.shape)}")
+            x, lengths = pad_packed_sequence(input)  # [T, B, in] in the caller's batch order, lengths on the host
+            batch_first, unbatched = False, False
+        else:
+            if not isinstance(input, Tensor):
+                raise TypeError(f"input must be a torch.Tensor or PackedSequence, got {type(input).__name__}")
+            if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+                raise ValueError(f"input must have shape [T, B, {self.input_size}] ([B, T, {self.input_size}] with "
+                                 f"batch_first, [T, {self.input_size}] unbatched), got {tuple(input.shape)}")
+            unbatched = input.dim() == 2
+            x = input.unsqueeze(1) if unbatched else input
+            batch_first, lengths = self.batch_first and not unbatched, None
+        if x.dtype != weight.dtype:
+            raise TypeError(f"input has dtype {x.dtype} but the module's parameters are {weight.dtype}")
+        if x.device != weight.device:
+            raise ValueError(f"input is on {x.device} but the module's parameters are on {weight.device}")
+        batch = x.shape[0 if batch_first else 1]
+        num_states = self.num_layers * self.num_directions
+        if h0 is not None:
+            expected = (num_states, self.hidden_size) if unbatched else (num_states, batch, self.hidden_size)
+            if not isinstance(h0, Tensor) or tuple(h0.shape) != expected:
+                got = tuple(h0.shape) if isinstance(h0, Tensor) else type(h0).__name__
+                raise ValueError(f"h0 must have shape {expected} (num_layers * num_directions = {num_states}), "
+                                 f"got {got}")
+            if h0.dtype != weight.dtype:
+                raise TypeError(f"h0 has dtype {h0.dtype} but the module's parameters are {weight.dtype}")
+            if h0.device != weight.device:
+                raise ValueError(f"h0 is on {h0.device} but the module's parameters are on {weight.device}")
+            if unbatched:
+                h0 = h0.unsqueeze(1)
+
+        layer_input, finals = x, []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                w_ih, w_hh, b = self._layer_names[index]
+                state = None if h0 is None else h0[index]
+                h, last = _forward(F.linear(layer_input, getattr(self, w_ih)), getattr(self, w_hh),
+                                   None if b is None else getattr(self, b), state, lengths, self.activation,
+                                   batch_first, direction == 1)
+                finals.append(last)
+                outputs.append(h)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        h_n = torch.stack(finals, 0)
+
+        if packed:
+            sorted_indices = input.sorted_indices
+            out, lens = layer_input, lengths
+            if sorted_indices is not None:
+                out = out.index_select(1, sorted_indices)
+                lens = lens[sorted_indices.cpu()]
+            repacked = pack_padded_sequence(out, lens, enforce_sorted=True)
+            return PackedSequence(repacked.data, repacked.batch_sizes, sorted_indices, input.unsorted_indices), h_n
+        if unbatched:
+            return layer_input.squeeze(1), h_n.squeeze(1)
+        return layer_input, h_n
+
+
+class IndRNNCell(_RecurrentMixin, nn.Module):
+    """One IndRNN step, like ``nn.RNNCell``: ``h' = act(W_ih x + u ⊙ h + b)``, for user loops (decoders, teacher
+    forcing). Inputs ``input`` ``[B, in]`` (or ``[in]``), ``hx`` ``[B, H]`` (or ``[H]``) or None; returns ``h'``
+    ``[B, H]``. Parameters ``weight_ih`` ``[H, in]``, ``weight_hh`` ``[H]``, ``bias_ih`` ``[H]``.
+
+    Example::
+
+        >>> cell = IndRNNCell(3, 8)
+        >>> h = None
+        >>> for x_t in torch.randn(4, 2, 3):
+        ...     h = cell(x_t, h)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, activation: str = "relu",
+                 recurrent_init=None, recurrent_bound: Optional[float] = None, device=None, dtype=None) -> None:
+        super().__init__()
+        factory = _factory(device, dtype)
+        self.input_size, self.hidden_size, self.bias, self.activation = input_size, hidden_size, bias, activation
+        self.recurrent_range = _recurrent_ranges(recurrent_init, 1)[0]
+        self.recurrent_bound = _check_bound(recurrent_bound)
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, **factory))
+        self.bias_ih = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            nn.init.uniform_(self.weight_ih, -stdv, stdv)
+            nn.init.uniform_(self.weight_hh, *self.recurrent_range)
+            if self.bias_ih is not None:
+                nn.init.zeros_(self.bias_ih)
+
+    def _recurrent_weights(self) -> list[Tensor]:
+        return [self.weight_hh]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.activation != "relu":
+            s += f", activation={self.activation!r}"
+        return s
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        if not isinstance(input, Tensor) or input.dim() not in (1, 2) or input.shape[-1] != self.input_size:
+            got = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
+            raise ValueError(f"input must have shape [B, {self.input_size}] or [{self.input_size}], got {got}")
+        unbatched = input.dim() == 1
+        if unbatched:
+            input = input.unsqueeze(0)
+            hx = None if hx is None else hx.unsqueeze(0)
+        if hx is not None and (not isinstance(hx, Tensor) or tuple(hx.shape) != (input.shape[0], self.hidden_size)):
+            raise ValueError(f"hx must have shape {(input.shape[0], self.hidden_size)}, got {tuple(hx.shape)}")
+        x = F.linear(input, self.weight_ih).unsqueeze(0)
+        h = _forward(x, self.weight_hh, self.bias_ih, hx, None, self.activation, False, False)[1]
+        return h.squeeze(0) if unbatched else h
+
+
+class IndRNNRecurrence(_RecurrentMixin, nn.Module):
+    """The recurrence alone, ``h_t = act(x_t + u ⊙ h_{t-1} + b)``, over an input already projected to
+    ``hidden_size`` features -- to put batch norm (or anything) between the projection and the recurrence, as the
+    original authors do. Parameters ``weight_hh`` ``[H]`` (u) and ``bias`` ``[H]``.
+
+    ``forward(input, h0=None, lengths=None)``: input ``[T, B, H]`` (``[B, T, H]`` with batch_first), h0 ``[B, H]``;
+    returns ``(output [T, B, H], h_n [B, H])``.
+    """
+
+    def __init__(self, hidden_size: int, bias: bool = True, activation: str = "relu", batch_first: bool = False,
+                 recurrent_init=None, recurrent_bound: Optional[float] = None, device=None, dtype=None) -> None:
+        super().__init__()
+        factory = _factory(device, dtype)
+        self.hidden_size, self.activation, self.batch_first = hidden_size, activation, batch_first
+        self.recurrent_range = _recurrent_ranges(recurrent_init, 1)[0]
+        self.recurrent_bound = _check_bound(recurrent_bound)
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, **factory))
+        self.bias = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            nn.init.uniform_(self.weight_hh, *self.recurrent_range)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def _recurrent_weights(self) -> list[Tensor]:
+        return [self.weight_hh]
+
+    def extra_repr(self) -> str:
+        s = f"{self.hidden_size}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.activation != "relu":
+            s += f", activation={self.activation!r}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        return s
+
+    def forward(self, input: Tensor, h0: Optional[Tensor] = None, lengths=None) -> tuple[Tensor, Tensor]:
+        return indrnn_with_state(input, self.weight_hh, self.bias, h0, activation=self.activation,
+                                 batch_first=self.batch_first, lengths=lengths)
+
+
+from indrnn_core.adapters.torch_blocks import (  # noqa: E402  (the blocks build on the modules above)
+    BatchNormOverTime, BatchNormPerStep, DenseIndRNN, ResidualIndRNN, SequenceDropout,
+)

@@ -1,0 +1,73 @@
+"""Named shape configs for the benchmarks: ``--config NAME`` picks one (or a group such as ``sweep``).
+
+Shapes are time-major ``[T, B, H]`` (the kernels' fast layout). Every suite (core, jax, torch) receives the same
+``Shape`` objects, so a row of one suite lines up with the rows of the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One benchmark problem: ``T`` steps, ``B`` sequences, ``H`` hidden units (``x``, ``h``: ``[T, B, H]``)."""
+
+    name: str
+    T: int
+    B: int
+    H: int
+    note: str = ""
+
+    @property
+    def elements(self) -> int:
+        return self.T * self.B * self.H
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The speed targets of issue 2 are stated at `mnist` float32 on the 2-core CPU.
+TARGET_CONFIG = "mnist"
+
+CONFIGS: dict[str, Shape] = {
+    s.name: s
+    for s in (
+        Shape("tiny", 12, 3, 8, "smoke tests: awkward small sizes, finishes in milliseconds"),
+        Shape("mnist", 784, 64, 128, "sequential MNIST (the papers' pixel-by-pixel task)"),
+        Shape("long", 10_000, 16, 256, "long sequences (adding problem scale)"),
+        # One thread per (b, h) column on CUDA: an H100 needs ~2.7e5 columns to fill its SMs; mnist has 8192.
+        Shape("wide", 1_000, 256, 1024, "GPU-sized: enough (b, h) columns to fill an H100"),
+    )
+}
+
+# Sequence lengths 100..10,000 at the mnist batch and width: the report's time-vs-T plot.
+SWEEP_T = (100, 300, 1_000, 3_000, 10_000)
+SWEEP = tuple(Shape(f"T{t}", t, 64, 128, "T sweep at B=64, H=128") for t in SWEEP_T)
+CONFIGS.update({s.name: s for s in SWEEP})
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "sweep": tuple(s.name for s in SWEEP),
+    "default": ("mnist", "long"),
+}
+
+
+def resolve(names) -> list[Shape]:
+    """Config and group names -> the shapes, in order, without duplicates. Unknown names raise ``ValueError``."""
+    shapes: list[Shape] = []
+    for name in names:
+        expanded = GROUPS.get(name, (name,))
+        for n in expanded:
+            if n not in CONFIGS:
+                known = ", ".join(list(CONFIGS) + list(GROUPS))
+                raise ValueError(f"unknown config {n!r}; known: {known}")
+            if CONFIGS[n] not in shapes:
+                shapes.append(CONFIGS[n])
+    return shapes
+
+
+def describe() -> str:
+    """A listing for ``--list``."""
+    lines = [f"{s.name:>7}  T={s.T:<6} B={s.B:<4} H={s.H:<5} {s.note}" for s in CONFIGS.values()]
+    lines += [f"{g:>7}  = {' '.join(members)}" for g, members in GROUPS.items()]
+    return "\n".join(lines)

@@ -1,0 +1,455 @@
+"""The core kernels' benchmark: forward, backward and fwd+bwd times beside the memory-bandwidth floor.
+
+The recurrence is memory-bound, so the yardstick is the machine's own copy bandwidth, measured in the same run on
+an array the size of ``x``: forward reads ``x`` and writes ``h`` (2 arrays of ``T*B*H`` elements), backward reads
+``grad_h`` and ``h`` and writes ``gx`` (3 arrays). ``floor = bytes moved / copy bandwidth`` with
+``copy bandwidth = 2 * nbytes / (time of one copy)``; a kernel at 1.0x of its floor moves its bytes as fast as a
+plain copy does.
+
+CPU: NumPy arrays, ``time.perf_counter``, ``np.copyto``. CUDA: numba device arrays, CUDA events on one stream,
+device-to-device copy. Outputs are preallocated and passed as ``out=`` so allocation is not timed; the first calls
+(JIT compilation) are warm-up and not timed either.
+
+Also home of the helpers the other suites share: ``machine_info``, ``measure`` (CPU wall clock), ``measure_cuda``
+(CUDA events), ``summary``, ``max_rel_error``.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import math
+import os
+import platform
+import statistics
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .configs import Shape
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The shape the correctness gate runs at: small and awkward (nothing a multiple of a SIMD width or a block).
+GATE_SHAPE = Shape("gate", 29, 3, 21, "correctness gate")
+# Relative to max(1, |reference|): float32 keeps ~7 digits, and 29 steps of accumulation lose a few.
+GATE_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+ACTIVATION = "relu"
+
+
+class GateError(RuntimeError):
+    """An implementation disagreed with ``indrnn_core.reference``: its speed is not worth reporting."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Machine header
+# --------------------------------------------------------------------------------------------------------------
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _git_commit() -> str | None:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info() -> dict:
+    """Where and with what a run was made: CPU, cores, memory, OS, package versions, date (UTC), git commit."""
+    import numba
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "memory_gib": _memory_gib(),
+        # Other work on the machine skews every figure: a load near or above the core count means noisy numbers.
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {d: _version(d) for d in ("indrnn-core", "numpy", "numba", "llvmlite", "numba-cuda", "jax",
+                                              "jaxlib", "torch")},
+        "git_commit": _git_commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "gpu": None,
+    }
+
+
+def gpu_info() -> dict:
+    """The CUDA device the kernels run on (call only when ``numba.cuda.is_available()``)."""
+    from numba import cuda
+
+    import numba
+
+    if numba.config.ENABLE_CUDASIM:  # NUMBA_ENABLE_CUDASIM=1: the code paths run, the times mean nothing
+        return {"name": "Numba CUDA simulator (times are not meaningful)", "simulator": True}
+    dev = cuda.get_current_device()
+    name = getattr(dev, "name", "unknown")
+    info = {"name": name.decode() if isinstance(name, bytes) else str(name),
+            "compute_capability": ".".join(map(str, getattr(dev, "compute_capability", ()))) or None}
+    try:
+        ctx = cuda.current_context()
+        info["memory_gib"] = round(ctx.get_memory_info().total / 2**30, 1)
+    except Exception:  # informative only
+        pass
+    try:
+        from numba.cuda.cudadrv.driver import driver
+
+        v = driver.get_version()
+        info["driver_cuda_version"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    except Exception:
+        pass
+    return info
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------------------
+
+def summary(seconds: list[float]) -> dict:
+    """Median, min and max of a list of times in seconds, as milliseconds."""
+    return {"median_ms": statistics.median(seconds) * 1e3, "min_ms": min(seconds) * 1e3,
+            "max_ms": max(seconds) * 1e3, "repeats": len(seconds)}
+
+
+def _repeat_count(estimate_s: float, repeats: int, max_seconds: float | None) -> int:
+    """At most ``repeats``, fewer when that would take longer than ``max_seconds`` (but never fewer than 3)."""
+    if max_seconds is None or estimate_s <= 0:
+        return repeats
+    return max(min(3, repeats), min(repeats, int(max_seconds / estimate_s)))
+
+
+def measure(fn, repeats: int, *, warmup: int = 2, max_seconds: float | None = None, sync=None) -> dict:
+    """Wall-clock ``fn()`` ``repeats`` times after ``warmup`` untimed calls; ``sync()`` (e.g. JAX's
+    ``block_until_ready``) runs inside the timed region after each call when given. GC is off while timing."""
+    for _ in range(max(1, warmup)):
+        t0 = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        estimate = time.perf_counter() - t0
+    n = _repeat_count(estimate, repeats, max_seconds)
+    times = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            if sync is not None:
+                sync()
+            times.append(time.perf_counter() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return summary(times)
+
+
+def measure_cuda(fn, stream, repeats: int, *, warmup: int = 2, max_seconds: float | None = None) -> dict:
+    """Time ``fn()`` (which launches work on ``stream``) with a pair of CUDA events per call, so only the GPU's
+    time between them counts, not the host's."""
+    from numba import cuda
+
+    for _ in range(max(1, warmup)):
+        fn()
+    stream.synchronize()
+    start, end = cuda.event(), cuda.event()
+    start.record(stream)
+    fn()
+    end.record(stream)
+    end.synchronize()
+    n = _repeat_count(start.elapsed_time(end) / 1e3, repeats, max_seconds)
+    pairs = [(cuda.event(), cuda.event()) for _ in range(n)]
+    for start, end in pairs:
+        start.record(stream)
+        fn()
+        end.record(stream)
+    stream.synchronize()
+    return summary([start.elapsed_time(end) / 1e3 for start, end in pairs])
+
+
+def max_rel_error(got, want) -> float:
+    """``max|got - want| / max(1, max|want|)``; NaN anywhere (e.g. an output a kernel never wrote) gives inf."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return math.inf
+    if got.size == 0:
+        return 0.0
+    diff = np.abs(got - want)
+    if not np.all(np.isfinite(diff)):
+        return math.inf
+    return float(diff.max() / max(1.0, float(np.abs(want).max())))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------------------
+
+def make_inputs(shape: Shape, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """A stable problem: ``x``, ``grad_h`` ~ N(0, 1) ``[T, B, H]``; ``u`` in (0, 1) (the papers' hidden-layer
+    init); small ``b``; ``h0`` >= 0 ``[B, H]``. Values stay O(1) at any T, so no denormals slow anything down."""
+    rng = np.random.default_rng(seed)
+    T, B, H = shape.T, shape.B, shape.H
+    dt = np.dtype(dtype)
+    return {
+        "x": rng.standard_normal((T, B, H), dtype=np.float32).astype(dt, copy=False),
+        "u": rng.uniform(0.0, 1.0, H).astype(dt),
+        "b": (0.1 * rng.standard_normal(H)).astype(dt),
+        "h0": np.abs(rng.standard_normal((B, H))).astype(dt),
+        "grad_h": rng.standard_normal((T, B, H), dtype=np.float32).astype(dt, copy=False),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Correctness gate
+# --------------------------------------------------------------------------------------------------------------
+
+def check_outputs(suite: str, device: str, dtype: str, got: dict, want: dict) -> dict:
+    """Compare named outputs; the gate record that goes into the JSON."""
+    errors = {k: max_rel_error(got[k], want[k]) for k in want}
+    tol = GATE_TOLERANCE[dtype]
+    return {"suite": suite, "device": device, "dtype": dtype, "shape": [GATE_SHAPE.T, GATE_SHAPE.B, GATE_SHAPE.H],
+            "activation": ACTIVATION, "tolerance": tol, "errors": errors,
+            "passed": all(e <= tol for e in errors.values())}
+
+
+def reference_outputs(inp: dict) -> dict:
+    """``h``, ``gx``, ``gu``, ``gb``, ``gh0`` from ``indrnn_core.reference`` (float64)."""
+    from indrnn_core import reference
+
+    h = reference.forward(inp["x"], inp["u"], inp["b"], inp["h0"], activation=ACTIVATION)
+    # The reference's backward reads the kernel-independent float64 h, so a wrong forward cannot mask itself.
+    gx, gu, gb, gh0 = reference.backward(inp["grad_h"], h, inp["u"], inp["h0"], activation=ACTIVATION)
+    return {"h": h, "gx": gx, "gu": gu, "gb": gb, "gh0": gh0}
+
+
+def gate(dtype: str, device: str = "cpu") -> dict:
+    """Run the kernels on a small instance into NaN-filled ``out=`` buffers and compare every output with the
+    reference. Returns the gate record; ``record["passed"]`` says whether timing may go ahead."""
+    import indrnn_core
+
+    inp = make_inputs(GATE_SHAPE, dtype, seed=1234)
+    want = reference_outputs(inp)
+    T, B, H = GATE_SHAPE.T, GATE_SHAPE.B, GATE_SHAPE.H
+    dt = np.dtype(dtype)
+    try:
+        if device == "cpu":
+            h = np.full((T, B, H), np.nan, dt)
+            out = (np.full((T, B, H), np.nan, dt), np.full(H, np.nan, dt), np.full(H, np.nan, dt),
+                   np.full((B, H), np.nan, dt))
+            indrnn_core.forward(inp["x"], inp["u"], inp["b"], inp["h0"], activation=ACTIVATION, out=h)
+            # backward gets the kernel's own h: the pair is what a training step runs.
+            gx, gu, gb, gh0 = indrnn_core.backward(inp["grad_h"], h, inp["u"], inp["h0"], activation=ACTIVATION,
+                                                   out=out)
+            got = {"h": h, "gx": gx, "gu": gu, "gb": gb, "gh0": gh0}
+        else:
+            got = _gate_cuda(inp, dt)
+    except Exception as exc:  # a crash is a failed gate, reported like one
+        rec = check_outputs("core", device, dtype, {k: np.full(1, np.nan) for k in want}, want)
+        rec["exception"] = f"{type(exc).__name__}: {exc}"
+        return rec
+    return check_outputs("core", device, dtype, got, want)
+
+
+def _gate_cuda(inp: dict, dt) -> dict:
+    import indrnn_core
+    from numba import cuda
+
+    stream = cuda.stream()
+    d = {k: cuda.to_device(np.ascontiguousarray(v), stream=stream) for k, v in inp.items()}
+    T, B, H = inp["x"].shape
+    nan = lambda shape: cuda.to_device(np.full(shape, np.nan, dt), stream=stream)  # noqa: E731
+    h = nan((T, B, H))
+    out = (nan((T, B, H)), nan(H), nan(H), nan((B, H)))
+    indrnn_core.forward(d["x"], d["u"], d["b"], d["h0"], activation=ACTIVATION, out=h, stream=stream)
+    res = indrnn_core.backward(d["grad_h"], h, d["u"], d["h0"], activation=ACTIVATION, out=out, stream=stream)
+    stream.synchronize()
+    names = ("gx", "gu", "gb", "gh0")
+    got = {"h": h.copy_to_host()}
+    for name, arr in zip(names, res):
+        got[name] = arr.copy_to_host() if hasattr(arr, "copy_to_host") else np.asarray(arr)
+    return got
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timing runs
+# --------------------------------------------------------------------------------------------------------------
+
+def _rows(shape: Shape, dtype: str, device: str, times: dict, copy: dict, nbytes: int, impl: str) -> list[dict]:
+    """One row per mode, each with its floor: fwd moves 2 arrays, bwd 3, fwd+bwd 5 (``nbytes`` = one array)."""
+    copy_s = copy["median_ms"] / 1e3
+    bandwidth = 2 * nbytes / copy_s  # bytes/s: a copy reads nbytes and writes nbytes
+    rows = []
+    for mode, arrays in (("fwd", 2), ("bwd", 3), ("fwdbwd", 5)):
+        floor_ms = arrays * nbytes / bandwidth * 1e3
+        rows.append({
+            "suite": "core", "impl": impl, "device": device, "dtype": dtype, "config": shape.name,
+            "T": shape.T, "B": shape.B, "H": shape.H, "mode": mode, **times[mode],
+            "bytes": arrays * nbytes, "copy_GBps": bandwidth / 1e9, "floor_ms": floor_ms,
+            "x_floor": times[mode]["median_ms"] / floor_ms,
+        })
+    return rows
+
+
+def _best_copy(a: dict, b: dict) -> dict:
+    """Of two copy measurements around the kernel timings, the faster: the floor is what the memory can do."""
+    return a if a["median_ms"] <= b["median_ms"] else b
+
+
+def run_shape_cpu(shape: Shape, dtype: str, repeats: int, max_seconds: float | None = None) -> list[dict]:
+    import indrnn_core
+
+    inp = make_inputs(shape, dtype)
+    x, u, b, h0, g = inp["x"], inp["u"], inp["b"], inp["h0"], inp["grad_h"]
+    h = np.empty_like(x)
+    out = (np.empty_like(x), np.empty_like(u), np.empty_like(u), np.empty_like(h0))
+    src, dst = np.ones_like(x), np.empty_like(x)
+
+    def fwd():
+        indrnn_core.forward(x, u, b, h0, activation=ACTIVATION, out=h)
+
+    def bwd():
+        indrnn_core.backward(g, h, u, h0, activation=ACTIVATION, out=out)
+
+    def fwdbwd():
+        fwd()
+        bwd()
+
+    def copy():
+        np.copyto(dst, src)
+
+    fwd()  # compile (cached kernels load) before the copy timing so both see a warm process
+    copy_before = measure(copy, max(repeats, 10), max_seconds=max_seconds)
+    times = {"fwd": measure(fwd, repeats, max_seconds=max_seconds),
+             "bwd": measure(bwd, repeats, max_seconds=max_seconds),
+             "fwdbwd": measure(fwdbwd, repeats, max_seconds=max_seconds)}
+    copy_after = measure(copy, max(repeats, 10), max_seconds=max_seconds)
+    rows = _rows(shape, dtype, "cpu", times, _best_copy(copy_before, copy_after), x.nbytes, "indrnn_core (numba.njit)")
+    finite = bool(np.isfinite(h).all() and np.isfinite(out[0]).all())
+    for r in rows:
+        r["outputs_finite"] = finite
+    return rows
+
+
+def run_shape_cuda(shape: Shape, dtype: str, repeats: int, max_seconds: float | None = None) -> list[dict]:
+    import indrnn_core
+    from numba import cuda
+
+    stream = cuda.stream()
+    inp = make_inputs(shape, dtype)
+    d = {k: cuda.to_device(np.ascontiguousarray(v), stream=stream) for k, v in inp.items()}
+    x, u, b, h0, g = d["x"], d["u"], d["b"], d["h0"], d["grad_h"]
+    h = cuda.device_array_like(x, stream=stream)
+    out = (cuda.device_array_like(x, stream=stream), cuda.device_array_like(u, stream=stream),
+           cuda.device_array_like(u, stream=stream), cuda.device_array_like(h0, stream=stream))
+    src = cuda.to_device(np.ones(x.shape, x.dtype), stream=stream)
+    dst = cuda.device_array_like(src, stream=stream)
+    stream.synchronize()
+
+    def fwd():
+        indrnn_core.forward(x, u, b, h0, activation=ACTIVATION, out=h, stream=stream)
+
+    def bwd():
+        indrnn_core.backward(g, h, u, h0, activation=ACTIVATION, out=out, stream=stream)
+
+    def fwdbwd():
+        fwd()
+        bwd()
+
+    def copy():
+        dst.copy_to_device(src, stream=stream)  # device-to-device cuMemcpyAsync on the same stream
+
+    fwd()
+    stream.synchronize()
+    copy_before = measure_cuda(copy, stream, max(repeats, 10), max_seconds=max_seconds)
+    times = {"fwd": measure_cuda(fwd, stream, repeats, max_seconds=max_seconds),
+             "bwd": measure_cuda(bwd, stream, repeats, max_seconds=max_seconds),
+             "fwdbwd": measure_cuda(fwdbwd, stream, repeats, max_seconds=max_seconds)}
+    copy_after = measure_cuda(copy, stream, max(repeats, 10), max_seconds=max_seconds)
+    rows = _rows(shape, dtype, "cuda", times, _best_copy(copy_before, copy_after), x.nbytes,
+                 "indrnn_core (numba.cuda)")
+    finite = bool(np.isfinite(h.copy_to_host()).all() and np.isfinite(out[0].copy_to_host()).all())
+    for r in rows:
+        r["outputs_finite"] = finite
+    return rows
+
+
+def run(shapes: list[Shape], dtype: str, device: str, repeats: int, max_seconds: float | None = None,
+        log=print, gated: bool = False) -> list[dict]:
+    """Rows (fwd, bwd, fwdbwd) for every shape. Runs the correctness gate first unless the caller already did
+    (``gated=True``); raises ``GateError`` when the kernels disagree with the reference."""
+    if not gated:
+        rec = gate(dtype, device)
+        if not rec["passed"]:
+            raise GateError(format_gate(rec))
+    runner = run_shape_cpu if device == "cpu" else run_shape_cuda
+    rows = []
+    for shape in shapes:
+        shape_rows = runner(shape, dtype, repeats, max_seconds)
+        for r in shape_rows:
+            log(format_row(r))
+        rows.extend(shape_rows)
+    return rows
+
+
+def format_gate(rec: dict) -> str:
+    """One line per gate record: the core/jax records carry ``errors`` and ``tolerance``, others ``checks``."""
+    errs = rec.get("errors") or rec.get("checks") or {}
+    shown = ", ".join(f"{k}={_e(v)}" for k, v in errs.items())
+    status = "PASS" if rec["passed"] else "FAIL"
+    where = f" T,B,H={tuple(rec['shape'])}" if "shape" in rec else ""
+    tol = f" (tol {rec['tolerance']:.0e})" if "tolerance" in rec else ""
+    extra = f" ({rec['exception']})" if rec.get("exception") else ""
+    return f"gate {rec['suite']:<5} {rec['device']} {rec['dtype']}{where}: {status}  {shown}{tol}{extra}"
+
+
+def _e(v) -> str:
+    return "nan" if v is None else f"{v:.1e}"
+
+
+def format_row(r: dict) -> str:
+    s = (f"{r['suite']:<5} {r['config']:>6} T={r['T']:<6} B={r['B']:<4} H={r['H']:<5} {r['mode']:<6} "
+         f"{r['median_ms']:10.3f} ms (min {r['min_ms']:.3f}, n={r['repeats']})")
+    if "floor_ms" in r:
+        s += f"  floor {r['floor_ms']:.3f} ms ({r['copy_GBps']:.1f} GB/s)  {r['x_floor']:.2f}x floor"
+    return s

@@ -1,0 +1,442 @@
+"""The PyTorch suite: IndRNN's torch adapter in a training step beside its peers, and the adapter's own cost.
+
+Rows per config (``x``: ``[T, B, H]``, float32 by default; every model is one layer with ``H`` inputs and ``H``
+hidden units, time-major):
+
+* ``mode="step"``: forward + backward of a training step (loss gradient given; parameter grads reset each call) of
+  ``IndRNN`` (this adapter), ``nn.RNN(relu)``, ``nn.LSTM`` and a plain-PyTorch loop over time of the same IndRNN.
+  ``x_indrnn`` = time / IndRNN's time.
+* ``mode="fwdbwd"``: the recurrence alone: the raw kernels (``indrnn_core.forward`` + ``backward`` on preallocated
+  arrays), the two custom ops called directly (torch allocates the outputs), and the functional ``indrnn`` through
+  autograd. ``overhead_pct`` = extra time over the raw kernels (target: < 10% at T=784, B=64, H=128).
+* ``mode="call_T1"``: per-call time at T=1 (same B, H) of the raw kernel and of the adapter, forward (no grad) and
+  forward + backward (autograd), and of the adapter with the kernels stubbed out: ``overhead_us``, the adapter's
+  own cost (target: < 50 us); ``torch_add_us`` (one small ``torch.add``) is the machine's yardstick.
+
+CPU times are wall clock; on CUDA the step and fwdbwd rows use ``torch.cuda.Event`` pairs on the current stream,
+the per-call rows wall clock with a synchronise after each batch of calls (host overhead is what they measure).
+Nothing is timed before the correctness gate passes (``GateError`` otherwise).
+
+    python -m benchmarks.torch_bench --config mnist            # standalone; or through python -m benchmarks
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TARGET_OVERHEAD_PCT = 10.0  # adapter fwd+bwd over the raw kernels, at T=784, B=64, H=128 float32
+TARGET_CALL_US = 50.0  # adapter per-call overhead at T=1
+TARGET_SHAPE = (784, 64, 128)
+CALLS_PER_SAMPLE = 100  # T=1 calls per timed sample
+
+
+class GateError(RuntimeError):
+    """The adapter disagrees with the plain-PyTorch loop or with the reference: no timing."""
+
+
+@dataclass(frozen=True)
+class _Shape:
+    name: str
+    T: int
+    B: int
+    H: int
+
+
+DEFAULT_SHAPES = (_Shape("tiny", 12, 3, 8), _Shape("mnist", 784, 64, 128))
+
+
+def _shapes(configs) -> list[_Shape]:
+    """Shape objects (``benchmarks.configs.Shape`` or anything with name/T/B/H), dicts, names, or None."""
+    if configs is None:
+        return list(DEFAULT_SHAPES)
+    out = []
+    for c in configs:
+        if isinstance(c, str):
+            from benchmarks import configs as named
+
+            out += [_Shape(s.name, s.T, s.B, s.H) for s in named.resolve([c])]
+        elif isinstance(c, dict):
+            out.append(_Shape(c.get("name", f"T{c['T']}-B{c['B']}-H{c['H']}"), c["T"], c["B"], c["H"]))
+        else:
+            out.append(_Shape(c.name, c.T, c.B, c.H))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def _models(H: int, device, dtype):
+    import torch
+    from torch import nn
+
+    from indrnn_core.adapters.torch import IndRNN
+
+    torch.manual_seed(0)
+    indrnn = IndRNN(H, H, device=device, dtype=dtype)
+    return {
+        "IndRNN (indrnn_core)": indrnn,
+        "nn.RNN(relu)": nn.RNN(H, H, nonlinearity="relu", device=device, dtype=dtype),
+        "nn.LSTM": nn.LSTM(H, H, device=device, dtype=dtype),
+        "plain-loop IndRNN": _loop_module()(indrnn),
+    }
+
+
+@functools.cache
+def _loop_module():
+    import torch
+
+    class LoopIndRNN(torch.nn.Module):
+        """What a PyTorch user writes without the kernels: the same IndRNN (shared weights) stepped in Python."""
+
+        def __init__(self, rnn):
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x):
+            r = self.rnn
+            proj = torch.nn.functional.linear(x, r.weight_ih_l0)
+            h = x.new_zeros(x.shape[1], r.hidden_size)
+            out = []
+            for x_t in proj:
+                h = torch.relu(x_t + r.weight_hh_l0 * h + r.bias_ih_l0)
+                out.append(h)
+            return torch.stack(out), h[None]
+
+    return LoopIndRNN
+
+
+def __getattr__(name):  # LoopIndRNN is built lazily so that importing this module does not import torch
+    if name == "LoopIndRNN":
+        return _loop_module()
+    raise AttributeError(name)
+
+
+# ------------------------------------------------------------------------------------------------------ gate
+def gate(dtype: str = "float32", device: str = "cpu") -> dict:
+    """IndRNN == plain loop (forward and every gradient, float64) and the op == ``indrnn_core.reference``."""
+    import torch
+
+    from indrnn_core import reference
+    from indrnn_core.adapters.torch import indrnn
+
+    rec = {"suite": "torch", "device": device, "dtype": dtype, "checks": {}}
+    models = _models(5, device, torch.float64)
+    ours, loop = models["IndRNN (indrnn_core)"], models["plain-loop IndRNN"]
+    x = torch.randn(13, 3, 5, device=device, dtype=torch.float64)
+    g = torch.randn(13, 3, 5, device=device, dtype=torch.float64)
+    results = []
+    for m in (ours, loop):
+        m.zero_grad(set_to_none=True)
+        out = m(x)[0]
+        out.backward(g)
+        results.append([out.detach()] + [p.grad.clone() for p in ours.parameters()])
+    err = max((a - b).abs().max().item() for a, b in zip(*results))
+    rec["checks"]["IndRNN vs plain loop (max abs err)"] = err
+    tdt = getattr(torch, dtype)
+    x, u, b = (torch.randn(9, 4, 6, device=device, dtype=tdt), torch.rand(6, device=device, dtype=tdt),
+               torch.randn(6, device=device, dtype=tdt))
+    h = indrnn(x, u, b).cpu().double().numpy()
+    want = reference.forward(*(t.cpu().double().numpy() for t in (x, u, b)))
+    rec["checks"]["indrnn vs reference (max abs err)"] = float(np.abs(h - want).max())
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    rec["passed"] = err < 1e-10 and rec["checks"]["indrnn vs reference (max abs err)"] < tol
+    if not rec["passed"]:
+        raise GateError(f"torch gate failed: {rec['checks']}")
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+def _measure(fns: dict, repeats: int, device: str, *, max_seconds: float, events: bool, calls: int = 1,
+             warmup: int = 2) -> dict:
+    """Time each of ``fns`` (name -> zero-argument callable), interleaved: sample i of every function is taken
+    back to back, so load from other processes (this machine is shared) hits all of them alike. A sample is
+    ``calls`` calls; ``repeats`` samples after ``warmup`` (fewer, at least one, if they would take more than
+    ``max_seconds`` in all). On CUDA a sample is timed with a ``torch.cuda.Event`` pair on the current stream when
+    ``events``, else by wall clock ending with a synchronise. Returns name -> summary with the raw ``samples``."""
+    import torch
+
+    cuda = device.startswith("cuda")
+
+    def sample(fn):
+        if cuda and events:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(calls):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    estimate = 0.0
+    for fn in fns.values():
+        for _ in range(max(1, warmup)):
+            t = sample(fn)
+        estimate += t
+    n = max(1, min(repeats, int(max_seconds / max(estimate, 1e-9))))
+    samples: dict = {name: [] for name in fns}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(n):
+            for name, fn in fns.items():
+                samples[name].append(sample(fn) / calls)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    out = {}
+    for name, ts in samples.items():
+        med = statistics.median(ts)
+        out[name] = {"seconds_median": med, "seconds_min": min(ts), "median_ms": med * 1e3,
+                     "min_ms": min(ts) * 1e3, "repeats": n, "samples": ts}
+    return out
+
+
+def _paired_overhead(t: dict, base: dict) -> float:
+    """Median over samples of (time / baseline time of the same round) - 1: robust to load drifting over a run."""
+    return statistics.median(a / b - 1 for a, b in zip(t["samples"], base["samples"]))
+
+
+def _public(t: dict) -> dict:
+    return {k: v for k, v in t.items() if k != "samples"}
+
+
+def _row(impl: str, shape: _Shape, T: int, dtype: str, device: str, mode: str, timing: dict, **extra) -> dict:
+    return {"suite": "torch", "name": impl, "impl": impl, "config": shape.name, "T": T, "B": shape.B, "H": shape.H,
+            "dtype": dtype, "device": device, "mode": mode, **timing, **extra}
+
+
+def _step_rows(shape: _Shape, device: str, dtype: str, repeats: int, max_seconds: float) -> list[dict]:
+    import torch
+
+    tdt = getattr(torch, dtype)
+    x = torch.randn(shape.T, shape.B, shape.H, device=device, dtype=tdt)
+    grad = torch.randn(shape.T, shape.B, shape.H, device=device, dtype=tdt)
+    rows = []
+    for impl, model in _models(shape.H, device, tdt).items():
+        def step(model=model):
+            model.zero_grad(set_to_none=True)
+            model(x)[0].backward(grad)
+
+        t = _measure({impl: step}, repeats, device, max_seconds=max_seconds, events=True, warmup=1)[impl]
+        rows.append(_row(impl, shape, shape.T, dtype, device, "step", _public(t)))
+    base = rows[0]["seconds_median"]
+    for r in rows:
+        r["x_indrnn"] = r["seconds_median"] / base
+    return rows
+
+
+def _inputs(T: int, B: int, H: int, device: str, dtype: str):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    tdt = getattr(torch, dtype)
+    x, grad = (torch.randn(T, B, H, generator=g, dtype=tdt).to(device) for _ in range(2))
+    u = torch.rand(H, generator=g, dtype=tdt).to(device)
+    b, h0 = torch.randn(H, generator=g, dtype=tdt).to(device), torch.randn(B, H, generator=g, dtype=tdt).to(device)
+    return x, u, b, h0, grad
+
+
+def _raw(x, u, b, h0, grad):
+    """The kernels alone on preallocated buffers: NumPy views of the CPU tensors, or the CUDA tensors themselves."""
+    import torch
+
+    import indrnn_core
+
+    cuda = x.device.type == "cuda"
+    arr = (lambda t: t) if cuda else (lambda t: np.from_dlpack(t))
+    stream = torch.cuda.current_stream().cuda_stream if cuda else None
+    xa, ua, ba, h0a, ga = map(arr, (x, u, b, h0, grad))
+    h = arr(torch.empty_like(x))
+    outs = tuple(arr(torch.empty_like(t)) for t in (x, u, u, h0))
+
+    def forward():
+        indrnn_core.forward(xa, ua, ba, h0a, out=h, stream=stream)
+
+    def forward_backward():
+        forward()
+        indrnn_core.backward(ga, h, ua, h0a, out=outs, stream=stream)
+
+    return forward, forward_backward
+
+
+def _adapter(x, u, b, h0, grad):
+    import torch
+
+    from indrnn_core.adapters.torch import indrnn
+
+    def ops():
+        h, _ = torch.ops.indrnn.forward(x, u, b, h0, None, "relu", False, False)
+        torch.ops.indrnn.backward(grad, h, u, h0, None, None, "relu", False, False)
+
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, u, b, h0)]
+
+    def forward():
+        with torch.no_grad():
+            indrnn(x, u, b, h0)
+
+    def autograd():
+        for t in leaves:
+            t.grad = None
+        indrnn(*leaves).backward(grad)
+
+    return ops, forward, autograd
+
+
+def _overhead_rows(shape: _Shape, device: str, dtype: str, repeats: int, max_seconds: float) -> list[dict]:
+    inp = _inputs(shape.T, shape.B, shape.H, device, dtype)
+    _, raw = _raw(*inp)
+    ops, _, autograd = _adapter(*inp)
+    names = ("core kernels (out=)", "indrnn::forward + indrnn::backward", "indrnn() + autograd")
+    t = _measure(dict(zip(names, (raw, ops, autograd))), repeats, device, max_seconds=max_seconds, events=True)
+    rows = [_row(names[0], shape, shape.T, dtype, device, "fwdbwd", _public(t[names[0]]))]
+    for name in names[1:]:
+        rows.append(_row(name, shape, shape.T, dtype, device, "fwdbwd", _public(t[name]),
+                         overhead_pct=_paired_overhead(t[name], t[names[0]]) * 100,
+                         overhead_pct_min=(t[name]["seconds_min"] / t[names[0]]["seconds_min"] - 1) * 100))
+    return rows
+
+
+@contextlib.contextmanager
+def _kernels_stubbed():
+    """indrnn_core.forward/backward replaced by functions that only return their ``out=`` buffers: what is left
+    of a call is the adapter's own cost, free of the kernels' (and their thread pool's) timing noise."""
+    import indrnn_core
+
+    real = indrnn_core.forward, indrnn_core.backward
+    indrnn_core.forward = lambda *args, out=None, **kw: out
+    indrnn_core.backward = lambda *args, out=None, **kw: out
+    try:
+        yield
+    finally:
+        indrnn_core.forward, indrnn_core.backward = real
+
+
+def _call_rows(shape: _Shape, device: str, dtype: str, repeats: int, max_seconds: float) -> list[dict]:
+    """Per-call times at T=1: raw kernel, adapter, and the adapter with the kernels stubbed out (its own cost:
+    ``overhead_us``). A trivial torch op (``torch.add`` on a [B, H] tensor) is timed alongside as the machine's
+    yardstick: ``overhead_us / torch_add_us`` stays comparable between a busy and an idle machine."""
+    import torch
+
+    inp = _inputs(1, shape.B, shape.H, device, dtype)
+    raw_fwd, raw_fwdbwd = _raw(*inp)
+    _, fwd, autograd = _adapter(*inp)
+    small = inp[3]
+    yardstick = {"torch.add": lambda: torch.add(small, 1)}
+    timed = {"core forward (T=1)": raw_fwd, "indrnn() forward (T=1)": fwd, "core fwd+bwd (T=1)": raw_fwdbwd,
+             "indrnn() + autograd (T=1)": autograd}
+    t = _measure({**timed, **yardstick}, max(repeats, 5), device, max_seconds=max_seconds, events=False,
+                 calls=CALLS_PER_SAMPLE)
+    with _kernels_stubbed():
+        stub = _measure({"fwd": fwd, "fwdbwd": autograd, **yardstick}, max(repeats, 5), device,
+                        max_seconds=max_seconds, events=False, calls=CALLS_PER_SAMPLE)
+    add_us = statistics.median([t["torch.add"]["seconds_median"], stub["torch.add"]["seconds_median"]]) * 1e6
+    rows = []
+    for (raw_name, name), key in ((("core forward (T=1)", "indrnn() forward (T=1)"), "fwd"),
+                                  (("core fwd+bwd (T=1)", "indrnn() + autograd (T=1)"), "fwdbwd")):
+        for impl in (raw_name, name):
+            rows.append(_row(impl, shape, 1, dtype, device, "call_T1", _public(t[impl]),
+                             per_call_us=t[impl]["seconds_median"] * 1e6))
+        rows.append(_row(name.replace("(T=1)", "kernels stubbed (T=1)"), shape, 1, dtype, device, "call_T1",
+                         _public(stub[key]), per_call_us=stub[key]["seconds_median"] * 1e6,
+                         overhead_us=stub[key]["seconds_median"] * 1e6, torch_add_us=add_us))
+    return rows
+
+
+def run(configs=None, device="cpu", repeats: int = 5, *, dtype: str = "float32", max_seconds: float = 10.0,
+        log=None) -> list[dict]:
+    """Gate, then time every config. ``configs``: shapes (``benchmarks.configs.Shape`` or name/T/B/H objects,
+    dicts, config names) or None for tiny + mnist. Returns rows with ``name`` (= ``impl``), ``config``, ``T``,
+    ``B``, ``H``, ``dtype``, ``device``, ``mode``, ``seconds_median``, ``seconds_min``, ``median_ms``, ``min_ms``,
+    ``repeats`` and per-mode extras (``x_indrnn``, ``overhead_pct``, ``per_call_us``, ``overhead_us``)."""
+    device = str(device)
+    log = log or (lambda *a: None)
+    log(format_gate(gate(dtype, device)))
+    rows = []
+    for shape in _shapes(configs):
+        for part in (_step_rows, _overhead_rows, _call_rows):
+            new = part(shape, device, dtype, repeats, max_seconds)
+            for r in new:
+                log(format_row(r))
+            rows += new
+    return rows
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """The two adapter targets, from the rows that measure them."""
+    out = []
+    for r in rows:
+        if r["impl"] == "indrnn() + autograd" and (r["T"], r["B"], r["H"]) == TARGET_SHAPE and r["dtype"] == "float32":
+            out.append({"name": "adapter fwd+bwd overhead over the kernels", "measured": r["overhead_pct"],
+                        "unit": "%", "target": TARGET_OVERHEAD_PCT, "passed": r["overhead_pct"] < TARGET_OVERHEAD_PCT,
+                        "device": r["device"]})
+        if "overhead_us" in r and r["impl"].startswith("indrnn() forward"):
+            out.append({"name": f"adapter per-call overhead at T=1 (B={r['B']}, H={r['H']})",
+                        "measured": r["overhead_us"], "unit": "us", "target": TARGET_CALL_US,
+                        "passed": r["overhead_us"] < TARGET_CALL_US, "device": r["device"]})
+    return out
+
+
+def format_gate(rec: dict) -> str:
+    checks = ", ".join(f"{k} {v:.2e}" for k, v in rec["checks"].items())
+    return f"gate  torch {rec['device']} {rec['dtype']}: {'PASS' if rec['passed'] else 'FAIL'} ({checks})"
+
+
+def format_row(r: dict) -> str:
+    s = (f"{r['config']:>6} T={r['T']:<5} {r['mode']:<7} {r['impl']:<36} {r['median_ms']:10.3f} ms "
+         f"(min {r['min_ms']:.3f}, n={r['repeats']})")
+    if "x_indrnn" in r:
+        s += f"  {r['x_indrnn']:6.2f}x IndRNN"
+    if "overhead_pct" in r:
+        s += f"  overhead {r['overhead_pct']:+.1f}% (of mins {r['overhead_pct_min']:+.1f}%)"
+    if "per_call_us" in r:
+        s += f"  {r['per_call_us']:.1f} us/call"
+    if "overhead_us" in r:
+        s += f"  overhead {r['overhead_us']:+.1f} us (= {r['overhead_us'] / r['torch_add_us']:.1f}x torch.add)"
+    return s
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.torch_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", nargs="+", default=None, metavar="NAME",
+                   help="names from benchmarks/configs.py (default: tiny mnist)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--max-seconds", type=float, default=10.0, help="cap on one measurement's total time")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the rows here")
+    args = p.parse_args(argv)
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    try:
+        rows = run(args.config, args.device, args.repeats, dtype=args.dtype, max_seconds=args.max_seconds,
+                   log=print)
+    except GateError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for t in targets(rows):
+        print(f"target {t['name']} ({t['device']}): {t['measured']:.1f} {t['unit']} (target < {t['target']:g} "
+              f"{t['unit']})  {'PASS' if t['passed'] else 'MISS'}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "targets": targets(rows)}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

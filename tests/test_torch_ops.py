@@ -1,0 +1,319 @@
+"""The torch custom ops and functional API: opcheck, gradcheck, agreement with ``indrnn_core.reference``, zero copy,
+torch.compile, bad input. Float64 tiny shapes for gradients; awkward sizes for agreement."""
+import contextlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import indrnn_core  # noqa: E402
+from indrnn_core import reference  # noqa: E402
+from indrnn_core.adapters import torch as adapter  # noqa: E402
+from indrnn_core.adapters.torch import IndRNN, indrnn, indrnn_with_state  # noqa: E402
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def nan_outputs(monkeypatch):
+    """Every buffer the kernels fill starts as NaN, so an output a kernel forgot to write fails loudly."""
+    monkeypatch.setattr(adapter, "_empty", lambda shape, like: torch.full(
+        tuple(shape), float("nan"), dtype=like.dtype, device=like.device))
+
+
+@pytest.fixture
+def one_kernel_thread():
+    """gradcheck makes hundreds of calls on tiny inputs, where waking numba's thread pool costs more than the work
+    (milliseconds per call on a busy 2-core machine); what it checks is the adapter's gradients, not threading."""
+    numba = pytest.importorskip("numba")
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+def make(T, B, H, *, dtype=torch.float64, batch_first=False, bias=True, h0=True, lengths=False, seed=0,
+         device="cpu", requires_grad=False):
+    """x, u, b, h0, lengths (a host int64 tensor with a 0, a full and a partial length, or None)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((B, T, H) if batch_first else (T, B, H), generator=g, dtype=dtype)
+    u = torch.rand(H, generator=g, dtype=dtype) * 1.4 - 0.2
+    b = torch.randn(H, generator=g, dtype=dtype) * 0.3 if bias else None
+    s = torch.randn(B, H, generator=g, dtype=dtype) if h0 else None
+    n = torch.tensor([T, 0, max(T // 2, 1)] * B, dtype=torch.int64)[:B] if lengths else None
+    tensors = [t if t is None else t.to(device).requires_grad_(requires_grad) for t in (x, u, b, s)]
+    return (*tensors, n)
+
+
+def np64(t):
+    return None if t is None else t.detach().cpu().double().numpy()
+
+
+# ---------------------------------------------------------------------------------------------------- opcheck
+OPTIONS = {  # id -> make() keywords and op flags
+    "plain": {},
+    "lengths": {"lengths": True},
+    "reverse": {"reverse": True},
+    "batch_first": {"batch_first": True},
+    "no_h0": {"h0": False},
+    "no_bias": {"bias": False},
+    "all": {"lengths": True, "reverse": True, "batch_first": True},
+    "bare_lengths": {"lengths": True, "h0": False, "bias": False},
+}
+
+
+def split(opts):
+    opts = dict(opts)
+    reverse = opts.pop("reverse", False)
+    return opts, reverse
+
+
+@pytest.mark.parametrize("case", ["plain", "all", "bare_lengths"])
+def test_opcheck_forward(case):
+    kw, reverse = split(OPTIONS[case])
+    x, u, b, h0, n = make(6, 3, 5, requires_grad=True, **kw)
+    torch.library.opcheck(torch.ops.indrnn.forward.default,
+                          (x, u, b, h0, n, "tanh", kw.get("batch_first", False), reverse))
+
+
+@pytest.mark.parametrize("case", ["plain", "all", "bare_lengths"])
+def test_opcheck_backward(case):
+    kw, reverse = split(OPTIONS[case])
+    x, u, b, h0, n = make(6, 3, 5, **kw)
+    bf = kw.get("batch_first", False)
+    h, hn = torch.ops.indrnn.forward(x, u, b, h0, n, "tanh", bf, reverse)
+    for grad_hn in (None, torch.randn_like(hn)):
+        torch.library.opcheck(torch.ops.indrnn.backward.default,
+                              (torch.randn_like(h), h, u, h0, n, grad_hn, "tanh", bf, reverse))
+
+
+# -------------------------------------------------------------------------------------------------- gradcheck
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("case", list(OPTIONS))
+def test_gradcheck(activation, case, one_kernel_thread):
+    """Gradients of every step's output and of the final state, w.r.t. x, u, b and h0, by finite differences."""
+    kw, reverse = split(OPTIONS[case])
+    x, u, b, h0, n = make(5, 3, 4, requires_grad=True, **kw)
+    inputs = tuple(t for t in (x, u, b, h0) if t is not None)
+
+    def f(*args):
+        it = iter(args)
+        xx, uu = next(it), next(it)
+        bb = next(it) if b is not None else None
+        ss = next(it) if h0 is not None else None
+        return indrnn_with_state(xx, uu, bb, ss, activation=activation, lengths=n, reverse=reverse,
+                                 batch_first=kw.get("batch_first", False))
+
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+# ----------------------------------------------------------------------------------------- agreement with spec
+AGREE = [  # awkward sizes
+    pytest.param(dict(T=17, B=5, H=33), id="T17-B5-H33"),
+    pytest.param(dict(T=63, B=2, H=500), id="T63-B2-H500"),
+    pytest.param(dict(T=1, B=7, H=3), id="T1-B7-H3"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", AGREE)
+@pytest.mark.parametrize("case", ["plain", "all", "no_h0", "bare_lengths"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_matches_reference(shape, case, dtype, activation):
+    """Outputs, final state and all gradients (the final state's included) against reference.forward/backward."""
+    kw, reverse = split(OPTIONS[case])
+    bf = kw.get("batch_first", False)
+    x, u, b, h0, n = make(**shape, dtype=dtype, requires_grad=True, **kw)
+    h, hn = indrnn_with_state(x, u, b, h0, activation=activation, batch_first=bf, lengths=n, reverse=reverse)
+    grad_h, grad_hn = torch.randn_like(h), torch.randn_like(hn)
+    torch.autograd.backward((h, hn), (grad_h, grad_hn))
+
+    lengths = None if n is None else n.numpy()
+    opts = dict(activation=activation, batch_first=bf, lengths=lengths, reverse=reverse)
+    want_h = reference.forward(np64(x), np64(u), np64(b), np64(h0), **opts)
+    want_hn = reference.final_state(want_h, np64(h0), lengths=lengths, reverse=reverse, batch_first=bf)
+    gx, gu, gb, gh0 = reference.backward(np64(grad_h), want_h, np64(u), np64(h0), grad_hn=np64(grad_hn), **opts)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    got = {"h": h, "h_n": hn, "gx": x.grad, "gu": u.grad}
+    want = {"h": want_h, "h_n": want_hn, "gx": gx, "gu": gu}
+    if b is not None:
+        got["gb"], want["gb"] = b.grad, gb
+    if h0 is not None:
+        got["gh0"], want["gh0"] = h0.grad, gh0
+    for name in got:
+        assert got[name].dtype == dtype, name
+        assert not torch.isnan(got[name]).any(), f"{name} has NaN"
+        np.testing.assert_allclose(np64(got[name]), want[name], err_msg=name, **tol)
+
+
+def test_lengths_as_list_and_numpy():
+    x, u, b, h0, _ = make(6, 3, 4)
+    want = indrnn(x, u, b, h0, lengths=torch.tensor([6, 0, 3]))
+    torch.testing.assert_close(indrnn(x, u, b, h0, lengths=[6, 0, 3]), want)
+    torch.testing.assert_close(indrnn(x, u, b, h0, lengths=np.array([6, 0, 3], dtype=np.int32)), want)
+
+
+def test_noncontiguous_input_and_expanded_grad():
+    """A strided view in, and the stride-0 gradient that ``.sum().backward()`` sends back."""
+    base, u, b, h0, _ = make(5, 7, 3, batch_first=True)  # [B, T, H] storage, used as time-major below
+    x = base.transpose(0, 1).requires_grad_(True)
+    assert not x.is_contiguous()
+    h = indrnn(x, u, b, h0)
+    h.sum().backward()
+    want_h = reference.forward(np64(x), np64(u), np64(b), np64(h0))
+    np.testing.assert_allclose(np64(h), want_h, rtol=1e-12, atol=1e-12)
+    gx = reference.backward(np.ones_like(want_h), want_h, np64(u), np64(h0))[0]
+    np.testing.assert_allclose(np64(x.grad), gx, rtol=1e-12, atol=1e-12)
+
+
+def test_grad_of_final_state_only():
+    """Only h_n used: the gradient reaches each sequence's last step (and h0 for a length-0 sequence)."""
+    x, u, b, h0, n = make(6, 3, 4, lengths=True, requires_grad=True)
+    _, hn = indrnn_with_state(x, u, b, h0, lengths=n)
+    hn.sum().backward()
+    want_h = reference.forward(np64(x), np64(u), np64(b), np64(h0), lengths=n.numpy())
+    gx, gu, gb, gh0 = reference.backward(np.zeros_like(want_h), want_h, np64(u), np64(h0), lengths=n.numpy(),
+                                         grad_hn=np.ones((3, 4)))
+    for name, got, want in (("gx", x.grad, gx), ("gu", u.grad, gu), ("gb", b.grad, gb), ("gh0", h0.grad, gh0)):
+        np.testing.assert_allclose(np64(got), want, rtol=1e-12, atol=1e-12, err_msg=name)
+    torch.testing.assert_close(h0.grad[1], torch.ones(4, dtype=torch.float64))  # length 0: h_n is h0
+
+
+def test_empty_sequence():
+    x, u, b, h0, _ = make(0, 2, 3)
+    h, hn = indrnn_with_state(x, u, b, h0)
+    assert h.shape == (0, 2, 3)
+    torch.testing.assert_close(hn, h0)
+
+
+# --------------------------------------------------------------------------------------------------- zero copy
+def _pointer(a):
+    return a.__array_interface__["data"][0] if isinstance(a, np.ndarray) else a.__cuda_array_interface__["data"][0]
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Records the data pointers the core receives."""
+    seen = {}
+    real_forward, real_backward = indrnn_core.forward, indrnn_core.backward
+
+    def forward(x, u, b=None, h0=None, **kw):
+        seen["forward"] = {"x": _pointer(x), "u": _pointer(u), "b": _pointer(b), "h0": _pointer(h0),
+                           "out": _pointer(kw["out"])}
+        return real_forward(x, u, b, h0, **kw)
+
+    def backward(grad_h, h, u, h0=None, **kw):
+        seen["backward"] = {"grad_h": _pointer(grad_h), "h": _pointer(h), "out": [_pointer(o) for o in kw["out"]]}
+        return real_backward(grad_h, h, u, h0, **kw)
+
+    monkeypatch.setattr(indrnn_core, "forward", forward)
+    monkeypatch.setattr(indrnn_core, "backward", backward)
+    return seen
+
+
+def _check_zero_copy(spy, x, u, b, h0):
+    h = indrnn(x, u, b, h0)
+    grad_h = torch.randn_like(h)
+    gx, gu, gb, gh0 = torch.autograd.grad(h, (x, u, b, h0), grad_h)
+    assert spy["forward"] == {"x": x.data_ptr(), "u": u.data_ptr(), "b": b.data_ptr(), "h0": h0.data_ptr(),
+                              "out": h.data_ptr()}
+    assert spy["backward"] == {"grad_h": grad_h.data_ptr(), "h": h.data_ptr(),
+                               "out": [gx.data_ptr(), gu.data_ptr(), gb.data_ptr(), gh0.data_ptr()]}
+
+
+def test_zero_copy_cpu(spy):
+    _check_zero_copy(spy, *make(4, 3, 5, requires_grad=True)[:4])
+
+
+@CUDA
+def test_zero_copy_cuda(spy):
+    _check_zero_copy(spy, *make(4, 3, 5, requires_grad=True, device="cuda")[:4])
+
+
+# ------------------------------------------------------------------------------------------------------- CUDA
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", ["plain", "all", "bare_lengths"])
+def test_cuda_matches_cpu(case, dtype):
+    kw, reverse = split(OPTIONS[case])
+    bf = kw.get("batch_first", False)
+    results = []
+    for device in ("cpu", "cuda"):
+        x, u, b, h0, n = make(37, 5, 70, dtype=dtype, device=device, requires_grad=True, **kw)
+        stream = torch.cuda.Stream() if device == "cuda" else None
+        # on a side stream: the op must launch on torch's current stream
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            h, hn = indrnn_with_state(x, u, b, h0, activation="tanh", batch_first=bf, lengths=n, reverse=reverse)
+            (h.square().sum() + hn.sum()).backward()
+        grads = [t.grad for t in (x, u, b, h0) if t is not None]
+        results.append([t.detach().cpu() for t in (h, hn, *grads)])
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, **tol)
+
+
+@CUDA
+def test_cuda_module_matches_cpu():
+    torch.manual_seed(0)
+    rnn = IndRNN(3, 16, num_layers=2, bidirectional=True, dtype=torch.float64)
+    x = torch.randn(11, 4, 3, dtype=torch.float64)
+    out_cpu, hn_cpu = rnn(x)
+    out, hn = rnn.to("cuda")(x.cuda())
+    torch.testing.assert_close(out.cpu(), out_cpu)
+    torch.testing.assert_close(hn.cpu(), hn_cpu)
+
+
+# -------------------------------------------------------------------------------------------------- compile
+def test_compile_fullgraph_matches_eager():
+    """A small model over the ops compiles with no graph break (fullgraph) and gives eager's outputs and grads."""
+    torch.manual_seed(0)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = IndRNN(3, 8, num_layers=2, batch_first=True)
+            self.head = torch.nn.Linear(8, 1)
+
+        def forward(self, x, lengths):
+            out, hn = self.rnn(x)
+            h, last = indrnn_with_state(out, self.rnn.weight_hh_l1, None, hn[0], lengths=lengths, reverse=True,
+                                        batch_first=True, activation="tanh")
+            return self.head(last) + h.mean()
+
+    model = Model()
+    x, lengths = torch.randn(4, 9, 3), torch.tensor([9, 3, 0, 5])
+    compiled = torch.compile(model, fullgraph=True, dynamic=False)
+    got = compiled(x, lengths)
+    got.sum().backward()
+    got_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    want = model(x, lengths)
+    want.sum().backward()
+    torch.testing.assert_close(got, want)
+    for g, p in zip(got_grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("change, error, name", [
+    (lambda a: {**a, "u": a["u"].float()}, TypeError, "u"),
+    (lambda a: {**a, "h0": a["h0"].float()}, TypeError, "h0"),
+    (lambda a: {**a, "u": a["u"][:-1]}, ValueError, "u"),
+    (lambda a: {**a, "b": torch.zeros(2, 4, dtype=torch.float64)}, ValueError, "b"),
+    (lambda a: {**a, "h0": a["h0"][:1]}, ValueError, "h0"),
+    (lambda a: {**a, "x": a["x"][0]}, ValueError, "x"),
+    (lambda a: {**a, "activation": "gelu"}, ValueError, "activation"),
+    (lambda a: {**a, "lengths": [5, 1, 9]}, ValueError, "lengths"),
+    (lambda a: {**a, "lengths": [5, 1]}, ValueError, "lengths"),
+    (lambda a: {**a, "lengths": torch.tensor([1.0, 2.0, 3.0])}, (TypeError, ValueError), "lengths"),
+    (lambda a: {**a, "u": a["u"].to("meta")}, ValueError, "u"),
+    (lambda a: {**a, "u": a["u"].numpy()}, TypeError, "u"),
+], ids=["u-dtype", "h0-dtype", "u-shape", "b-shape", "h0-shape", "x-2d", "activation", "lengths-range",
+        "lengths-shape", "lengths-float", "u-device", "u-numpy"])
+def test_bad_input_names_the_argument(change, error, name):
+    x, u, b, h0, _ = make(5, 3, 4)
+    args = change({"x": x, "u": u, "b": b, "h0": h0, "activation": "relu", "lengths": None})
+    with pytest.raises(error, match=name):
+        indrnn(args.pop("x"), args.pop("u"), args.pop("b"), args.pop("h0"), **args)
