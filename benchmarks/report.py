@@ -126,7 +126,8 @@ def _with_unit(v, unit: str) -> str:
 
 def targets_table(targets: list[dict]) -> str:
     return md_table(["target", "at", "measured", "target", "result"],
-                    [[t["name"], f"{t['config']} {t['dtype']} {t['device']}", _with_unit(t["measured"], t.get("unit", "x")),
+                    [[t["name"], " ".join(x for x in (t.get("config"), t["dtype"], t["device"]) if x and x != "-"),
+                      _with_unit(t["measured"], t.get("unit", "x")),
                       f"{t['op']} {_with_unit(t['target'], t.get('unit', 'x'))}", "PASS" if t["passed"] else "MISS"]
                      for t in targets])
 
@@ -155,9 +156,10 @@ def raw_tables(doc: dict) -> str:
 
 def machine_table(doc: dict) -> str:
     m = doc["machine"]
+    layer = f", {m['numba_threading_layer']} threading layer" if m.get("numba_threading_layer") else ""
     rows = [["CPU", f"{m['cpu']} ({m['usable_cores']} of {m['cores']} cores usable, "
-                    f"{m['numba_threads']} numba threads)"],
-            ["memory", f"{m['memory_gib']} GiB"], ["load average at start (1, 5, 15 min)", _fmt(m.get("load_average"))],
+                    f"{m['numba_threads']} numba threads{layer})"],
+            ["memory", f"{m['memory_gib']} GiB"], ["load average at start (1, 5, 15 min)", ", ".join(map(str, m.get("load_average") or [])) or "–"],
             ["OS", m["platform"]], ["python", m["python"]],
             ["packages", ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)],
             ["git commit", m.get("git_commit") or "–"], ["date (UTC)", m["date"]]]

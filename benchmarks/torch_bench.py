@@ -418,11 +418,22 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--max-seconds", type=float, default=10.0, help="cap on one measurement's total time")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch and numba threads (default: theirs); 1 gives steadier figures on a shared machine")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the rows here")
     args = p.parse_args(argv)
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    if args.threads:
+        import numba
+
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
+
+    import numba
+
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba {numba.__version__} "
+          f"({numba.get_num_threads()} threads), device {args.device}")
     try:
         rows = run(args.config, args.device, args.repeats, dtype=args.dtype, max_seconds=args.max_seconds,
                    log=print)

@@ -129,7 +129,11 @@ def check_out(name, a, shape, dtype, device):
     """An ``out=`` buffer: right type, device, shape, dtype, and writable."""
     if device_of(name, a) != device:
         raise ValueError(f"{name} must be on {device} like the inputs, got an array on {device_of(name, a)}")
+    check_writable(name, a)  # on the caller's object: its __cuda_array_interface__ carries the read-only flag
+    if device == "cuda":  # a framework tensor's shape/dtype objects are its own: read them from a Numba view
+        from . import cuda as _cuda
+
+        a = _cuda.as_device_array(a)
     check_shape(name, a, shape)
     if np.dtype(a.dtype) != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {np.dtype(a.dtype)}")
-    check_writable(name, a)

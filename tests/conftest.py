@@ -36,20 +36,22 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 class Device:
-    """Moves NumPy arrays to a device and back, so one test body covers the CPU and the CUDA kernels."""
+    """Moves NumPy arrays to a device and back, so one test body covers every kernel path: "cpu" (serial for
+    small inputs, as in real use), "cpu-parallel" (the multi-threaded kernels even for tiny inputs) and "cuda"."""
 
     def __init__(self, name):
         self.name = name
+        self.kind = "cuda" if name == "cuda" else "cpu"
 
     def put(self, a):
-        if a is None or self.name == "cpu":
+        if a is None or self.kind == "cpu":
             return a
         from numba import cuda
 
         return cuda.to_device(np.ascontiguousarray(a))
 
     def get(self, a):
-        if a is None or self.name == "cpu":
+        if a is None or self.kind == "cpu":
             return a
         return a.copy_to_host()
 
@@ -57,9 +59,17 @@ class Device:
         return self.name
 
 
-@pytest.fixture(params=["cpu", "cuda"], scope="session")
+@pytest.fixture(params=["cpu", "cpu-parallel", "cuda"], scope="session")
 def device(request):
-    return Device(request.param)
+    """Session-scoped so hypothesis tests may use it; pytest groups the tests of each param together, so the
+    threshold patch below holds exactly while the "cpu-parallel" tests run."""
+    from indrnn_core.cpu import recurrence
+
+    old = recurrence.PARALLEL_MIN_ELEMENTS
+    if request.param == "cpu-parallel":
+        recurrence.PARALLEL_MIN_ELEMENTS = 0
+    yield Device(request.param)
+    recurrence.PARALLEL_MIN_ELEMENTS = old
 
 
 @pytest.fixture(autouse=True, scope="session")

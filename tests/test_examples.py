@@ -109,16 +109,16 @@ def test_adding_compare_lstm_trains_both_on_the_same_batches(tmp_path, capsys):
 
 
 def test_adding_learns_well_below_the_baseline(tmp_path, capsys):
-    # A short sequence and a high learning rate keep this quick; several seeds tried offline all end far below the
-    # baseline (0.167), so the bound is loose on purpose.
-    argv = ["--seq-len", "20", "--steps", "400", "--hidden", "32", "--batch-size", "32", "--lr", "3e-3",
-            "--test-size", "500", "--eval-every", "100", "--quiet", "--out", str(tmp_path)]
+    # Short sequences learn fast with larger input weights than the long-sequence default (std 1e-3). With these
+    # settings seeds 0-5 all ended at test MSE 0.006-0.019 after 300 steps; the bound leaves a wide margin.
+    argv = ["--seq-len", "20", "--steps", "300", "--hidden", "32", "--batch-size", "32", "--lr", "2e-3",
+            "--input-std", "0.3", "--test-size", "500", "--eval-every", "100", "--quiet", "--out", str(tmp_path)]
     status, out, err = run_main(adding, argv, capsys)
     assert status == 0, err
     mse = float(ADDING_LINE.match(out[-1]).group(1))
     assert mse < 0.05, out[-1]
     curve = [float(r["test_mse"]) for r in read_csv(tmp_path / "adding.csv") if r["test_mse"]]
-    assert curve[0] > 0.5 * adding.BASELINE  # it started from nowhere near the answer
+    assert curve[0] > adding.BASELINE  # the untrained model is worse than always answering 1
 
 
 @pytest.mark.parametrize("argv, needles", [

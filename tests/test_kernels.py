@@ -35,10 +35,10 @@ def assert_close(actual, expected, dtype, name):
     assert err <= tol, f"{name}: scaled error {err:.2e} > {tol:.0e}"
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"], indirect=True)
+@pytest.mark.parametrize("device", ["cpu", "cpu-parallel", "cuda"], indirect=True)
 @given(data=st.data())
 def test_matches_reference_for_every_option(device, data):
-    p = data.draw(problems(**SIZES[device.name]))
+    p = data.draw(problems(**SIZES[device.kind]))
     out_nan = data.draw(st.booleans())
     h, grads = run(device, p, out_nan)
     p64 = p.astype(np.float64)
@@ -138,7 +138,7 @@ def test_final_state(device):
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_split_in_time_equals_one_run(device, activation, batch_first):
     """Running steps [0, k) then [k, T) from the carried state equals one run: outputs and every gradient."""
-    T, B, H, k = (7, 3, 4, 3) if device.name == "cuda" else (40, 5, 33, 17)
+    T, B, H, k = (7, 3, 4, 3) if device.kind == "cuda" else (40, 5, 33, 17)
     rng = np.random.default_rng(7)
     x = rng.uniform(-1, 1, (T, B, H))
     u, b, h0 = rng.uniform(-1, 1, H), rng.uniform(-1, 1, H), rng.uniform(-1, 1, (B, H))
@@ -171,7 +171,7 @@ def test_split_in_time_equals_one_run(device, activation, batch_first):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_reruns_are_bit_identical(device, dtype):
-    T, B, H = (6, 5, 3) if device.name == "cuda" else (50, 9, 70)
+    T, B, H = (6, 5, 3) if device.kind == "cuda" else (50, 9, 70)
     rng = np.random.default_rng(3)
     x, gh = rng.uniform(-1, 1, (T, B, H)).astype(dtype), rng.uniform(-1, 1, (T, B, H)).astype(dtype)
     u, h0 = rng.uniform(-1, 1, H).astype(dtype), rng.uniform(-1, 1, (B, H)).astype(dtype)
@@ -188,20 +188,24 @@ def test_reruns_are_bit_identical(device, dtype):
             assert np.array_equal(a, b, equal_nan=True)
 
 
-def test_cpu_results_do_not_depend_on_thread_count():
+def test_cpu_results_do_not_depend_on_thread_count(monkeypatch):
+    from indrnn_core.cpu import recurrence
+
     rng = np.random.default_rng(4)
     T, B, H = 30, 7, 20
     x, gh, u = rng.uniform(-1, 1, (T, B, H)), rng.uniform(-1, 1, (T, B, H)), rng.uniform(-1, 1, H)
     results = []
-    for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+    for threads, min_elements in ((1, 1 << 60), (1, 0), (numba.config.NUMBA_NUM_THREADS, 0)):
+        monkeypatch.setattr(recurrence, "PARALLEL_MIN_ELEMENTS", min_elements)  # serial kernel, then parallel
         numba.set_num_threads(threads)
         try:
-            h = indrnn_core.forward(x, u)
-            results.append([h, *indrnn_core.backward(gh, h, u)])
+            h = indrnn_core.forward(x, u, lengths=[30, 0, 5, 30, 1, 2, 29])
+            results.append([h, *indrnn_core.backward(gh, h, u, lengths=[30, 0, 5, 30, 1, 2, 29])])
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    for a, b in zip(results[0], results[-1]):
-        assert np.array_equal(a, b)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("batch_first", [False, True])

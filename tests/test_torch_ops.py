@@ -13,6 +13,7 @@ from indrnn_core.adapters import torch as adapter  # noqa: E402
 from indrnn_core.adapters.torch import IndRNN, indrnn, indrnn_with_state  # noqa: E402
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+REAL_EMPTY = adapter._empty  # before the autouse fixture below swaps it
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -179,6 +180,20 @@ def test_grad_of_final_state_only():
     for name, got, want in (("gx", x.grad, gx), ("gu", u.grad, gu), ("gb", b.grad, gb), ("gh0", h0.grad, gh0)):
         np.testing.assert_allclose(np64(got), want, rtol=1e-12, atol=1e-12, err_msg=name)
     torch.testing.assert_close(h0.grad[1], torch.ones(4, dtype=torch.float64))  # length 0: h_n is h0
+
+
+def test_large_outputs_with_real_allocator(monkeypatch):
+    """The real allocation path (large CPU outputs get the huge-page advice) with outputs big enough to take it."""
+    monkeypatch.setattr(adapter, "_empty", REAL_EMPTY)
+    x, u, b, h0, n = make(40, 64, 512, dtype=torch.float32, lengths=True, requires_grad=True)  # 5 MiB
+    assert x.nbytes >= adapter._HUGE_MIN_BYTES
+    h, hn = indrnn_with_state(x, u, b, h0, lengths=n)
+    (h.sum() + hn.sum()).backward()
+    want = reference.forward(np64(x), np64(u), np64(b), np64(h0), lengths=n.numpy())
+    np.testing.assert_allclose(np64(h), want, rtol=1e-5, atol=1e-5)
+    gx = reference.backward(np.ones_like(want), want, np64(u), np64(h0), lengths=n.numpy(),
+                            grad_hn=np.ones((64, 512)))[0]
+    np.testing.assert_allclose(np64(x.grad), gx, rtol=1e-4, atol=1e-4)
 
 
 def test_empty_sequence():

@@ -44,21 +44,32 @@ def _forward_step(x, u, bias, h0, lengths, reverse, act, batch_first, out, s, n,
         ht[j] = activate(xt[j] + u[j] * prev[j] + bias[j], act, one)
 
 
-@njit(cache=True, parallel=True)
-def _forward_kernel(x, u, bias, h0, lengths, reverse, act, batch_first, out, chunks):
-    B = lengths.shape[0]
+@njit(inline="always")
+def _forward_chunk(x, u, bias, h0, lengths, reverse, act, batch_first, out, lo, hi):
+    """Sequences lo..hi-1, in the loop order that walks memory contiguously (see the module docstring)."""
     T = x.shape[1] if batch_first else x.shape[0]
     one = u.dtype.type(1)
-    for c in prange(chunks):
-        lo, hi = c * B // chunks, (c + 1) * B // chunks
-        if batch_first:
-            for n in range(lo, hi):
-                for s in range(T):
-                    _forward_step(x, u, bias, h0, lengths, reverse, act, batch_first, out, s, n, one)
-        else:
+    if batch_first:
+        for n in range(lo, hi):
             for s in range(T):
-                for n in range(lo, hi):
-                    _forward_step(x, u, bias, h0, lengths, reverse, act, batch_first, out, s, n, one)
+                _forward_step(x, u, bias, h0, lengths, reverse, act, batch_first, out, s, n, one)
+    else:
+        for s in range(T):
+            for n in range(lo, hi):
+                _forward_step(x, u, bias, h0, lengths, reverse, act, batch_first, out, s, n, one)
+
+
+@njit(cache=True, parallel=True)
+def _forward_parallel(x, u, bias, h0, lengths, reverse, act, batch_first, out, chunks):
+    B = lengths.shape[0]
+    for c in prange(chunks):
+        _forward_chunk(x, u, bias, h0, lengths, reverse, act, batch_first, out, c * B // chunks,
+                       (c + 1) * B // chunks)
+
+
+@njit(cache=True)
+def _forward_serial(x, u, bias, h0, lengths, reverse, act, batch_first, out):
+    _forward_chunk(x, u, bias, h0, lengths, reverse, act, batch_first, out, 0, lengths.shape[0])
 
 
 @njit(inline="always")
@@ -85,30 +96,42 @@ def _backward_step(grad_h, h, u, h0, lengths, reverse, act, batch_first, gx, gu_
         c[j] = g * u[j]
 
 
-@njit(cache=True, parallel=True)
-def _backward_kernel(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
-                     chunks):
-    """``gu_part``/``gb_part`` [B, H] (float64) receive per-sequence partial sums; ``carry`` [B, H] starts as a
-    copy of grad_hn and ends as dL/dh0."""
-    B = lengths.shape[0]
+@njit(inline="always")
+def _backward_chunk(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
+                    lo, hi):
+    """Sequences lo..hi-1. ``gu_part``/``gb_part`` [B, H] (float64) receive per-sequence partial sums; ``carry``
+    [B, H] starts as a copy of grad_hn and ends as dL/dh0."""
     T = h.shape[1] if batch_first else h.shape[0]
     one = u.dtype.type(1)
-    for c in prange(chunks):
-        lo, hi = c * B // chunks, (c + 1) * B // chunks
+    for n in range(lo, hi):
+        carry[n, :] = grad_hn[n]
+        gu_part[n, :] = 0
+        gb_part[n, :] = 0
+    if batch_first:
         for n in range(lo, hi):
-            carry[n, :] = grad_hn[n]
-            gu_part[n, :] = 0
-            gb_part[n, :] = 0
-        if batch_first:
-            for n in range(lo, hi):
-                for s in range(T - 1, -1, -1):
-                    _backward_step(grad_h, h, u, h0, lengths, reverse, act, batch_first, gx, gu_part, gb_part,
-                                   carry, s, n, one)
-        else:
             for s in range(T - 1, -1, -1):
-                for n in range(lo, hi):
-                    _backward_step(grad_h, h, u, h0, lengths, reverse, act, batch_first, gx, gu_part, gb_part,
-                                   carry, s, n, one)
+                _backward_step(grad_h, h, u, h0, lengths, reverse, act, batch_first, gx, gu_part, gb_part,
+                               carry, s, n, one)
+    else:
+        for s in range(T - 1, -1, -1):
+            for n in range(lo, hi):
+                _backward_step(grad_h, h, u, h0, lengths, reverse, act, batch_first, gx, gu_part, gb_part,
+                               carry, s, n, one)
+
+
+@njit(cache=True, parallel=True)
+def _backward_parallel(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
+                       chunks):
+    B = lengths.shape[0]
+    for c in prange(chunks):
+        _backward_chunk(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
+                        c * B // chunks, (c + 1) * B // chunks)
+
+
+@njit(cache=True)
+def _backward_serial(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry):
+    _backward_chunk(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
+                    0, lengths.shape[0])
 
 
 @njit(cache=True)
@@ -122,7 +145,15 @@ def _sum_rows(part, out):
         out[j] = acc
 
 
-def _chunks(batch):
+# Below this many elements (T*B*H) the kernels run on the calling thread: waking Numba's thread pool costs tens of
+# microseconds when idle and milliseconds on a loaded machine, more than the work itself (T=1 cell loops).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _chunks(x, batch):
+    """How many threads to split the batch over; 1 means run serially."""
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        return 1
     return max(1, min(batch, numba.get_num_threads()))
 
 
@@ -135,7 +166,11 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out):
         b = np.zeros(H, dtype=u.dtype)
     if h0 is None:
         h0 = np.zeros((B, H), dtype=u.dtype)
-    _forward_kernel(x, u, b, h0, lengths, reverse, act, batch_first, out, _chunks(B))
+    chunks = _chunks(x, B)
+    if chunks == 1:
+        _forward_serial(x, u, b, h0, lengths, reverse, act, batch_first, out)
+    else:
+        _forward_parallel(x, u, b, h0, lengths, reverse, act, batch_first, out, chunks)
 
 
 def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):
@@ -148,7 +183,11 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
     # Partial sums accumulate in float64 whatever the data type: over 10^4 steps float32 sums drift.
     gu_part = np.empty((B, H), dtype=np.float64)
     gb_part = np.empty((B, H), dtype=np.float64)
-    _backward_kernel(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, gh0,
-                     _chunks(B))
+    chunks = _chunks(h, B)
+    if chunks == 1:
+        _backward_serial(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, gh0)
+    else:
+        _backward_parallel(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, gh0,
+                           chunks)
     _sum_rows(gu_part, gu)
     _sum_rows(gb_part, gb)

@@ -127,10 +127,11 @@ def require_gpu(name):
 
 
 def as_device_array(a):
-    """A Numba device array viewing ``a`` (no copy), or None."""
+    """A Numba device array viewing ``a`` (no copy), or None. No synchronisation: the kernels run on the stream the
+    caller names (``stream=``, e.g. torch's current stream), which orders them after the producer's work."""
     if a is None or not hasattr(a, "__cuda_array_interface__"):
         return a  # None, or already a simulator device array
-    return cuda.as_cuda_array(a)
+    return cuda.as_cuda_array(a, sync=False)
 
 
 def _stream(stream):

@@ -2,8 +2,8 @@
 train/test steps on the NumPy batches that ``adding.py`` generates.
 
 A backend for another framework is a module with the same two functions, ``resolve_device`` and ``build``, whose
-trainer has ``num_parameters``, ``train_step(x, y) -> float`` and ``test_mse(x, y) -> float`` (x ``[T, B, 2]``,
-y ``[B]``, NumPy float32).
+trainer has ``num_parameters``, ``set_lr(lr)``, ``train_step(x, y) -> float`` and ``test_mse(x, y) -> float``
+(x ``[T, B, 2]``, y ``[B]``, NumPy float32).
 """
 from __future__ import annotations
 
@@ -69,6 +69,10 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
         if kind == "indrnn":
             register_recurrent_clipping(self.optimizer, self.model.rnn)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def _tensors(self, x: np.ndarray, y: np.ndarray):
         return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)

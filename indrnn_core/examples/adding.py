@@ -103,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int_(1), default=50)
     p.add_argument("--hidden", type=int_(1), default=128, help="units per layer")
     p.add_argument("--layers", type=int_(1), default=2)
-    p.add_argument("--lr", type=_common.positive_float, default=2e-3, help="Adam learning rate")
+    p.add_argument("--lr", type=_common.positive_float, default=5e-4, help="Adam learning rate")
+    p.add_argument("--lr-decay", type=_common.positive_float, default=0.1, metavar="FACTOR",
+                   help="the learning rate falls along a cosine from --lr to --lr x FACTOR at the last step "
+                        "(1: constant)")
     p.add_argument("--grad-clip", type=_common.positive_float, default=10.0, help="gradient-norm clipping")
     p.add_argument("--input-std", type=_common.positive_float, default=1e-3,
                    help="standard deviation of the normal init of the IndRNN input weights")
@@ -113,9 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train this model (same width, depth, optimiser and batches)")
     p.add_argument("--test-size", type=int_(1), default=1000, help="sequences in the fixed test set")
     p.add_argument("--eval-every", type=int_(1), default=None, metavar="N",
-                   help="steps between test evaluations (default: steps/50)")
+                   help="steps between test evaluations (default: steps/20)")
     _common.add_common_flags(p, out=os.path.join("runs", "adding"))
     return p
+
+
+def cosine_lr(lr: float, decay: float, step: int, steps: int) -> float:
+    """The learning rate of ``step`` (1-based): a half cosine from ``lr`` at step 1 to ``lr * decay`` at ``steps``.
+
+    >>> cosine_lr(1.0, 0.1, 1, 5), cosine_lr(1.0, 0.1, 3, 5), cosine_lr(1.0, 0.1, 5, 5)
+    (1.0, 0.55, 0.1)
+    """
+    progress = (step - 1) / max(steps - 1, 1)
+    return lr * (decay + (1 - decay) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _fmt(value: float) -> str:
@@ -143,7 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_seed, test_seed = np.random.SeedSequence(args.seed).spawn(2)
     train_rng = np.random.default_rng(train_seed)
     x_test, y_test = adding_batch(np.random.default_rng(test_seed), args.test_size, args.seq_len)
-    eval_every = args.eval_every or max(1, args.steps // 50)
+    eval_every = args.eval_every or max(1, args.steps // 20)
 
     rows: list[tuple] = []  # model, step, train_loss, test_mse, seconds
     test_curves = {name: ([], []) for name in names}
@@ -160,14 +173,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     evaluate(0)
     for name in names:
-        rows.append((name, 0, None, latest[name], 0.0))
+        rows.append((name, 0, None, f"{latest[name]:.6g}", f"{watches[name].seconds:.3f}"))
     smoothed = {name: None for name in names}
     bar = _common.progress(args.steps, f"adding T={args.seq_len}", args.quiet)
     for step in range(1, args.steps + 1):
         x, y = adding_batch(train_rng, args.batch_size, args.seq_len)
+        lr = cosine_lr(args.lr, args.lr_decay, step, args.steps)
         losses = {}
         for name in names:
             with watches[name]:
+                models[name].set_lr(lr)
                 losses[name] = models[name].train_step(x, y)
             prev = smoothed[name]
             smoothed[name] = losses[name] if prev is None or math.isnan(prev) else 0.95 * prev + 0.05 * losses[name]
