@@ -1,5 +1,9 @@
-"""Activation names, the integer codes the kernels branch on, and the activation math itself, written once as
-``numba.njit`` functions that both the CPU kernels and the CUDA kernels call (Numba compiles them for either)."""
+"""Activation names, the integer codes the kernels take, and the activation math itself, written once as
+``numba.njit`` functions that both the CPU kernels and the CUDA kernels call (Numba compiles them for either).
+
+``one`` is 1 in the data type, so float32 math stays float32. Derivatives are computed from the output
+``h = act(pre)``, so backward never needs the input.
+"""
 
 import math
 
@@ -10,24 +14,64 @@ ACTIVATION_CODES = {"relu": ACT_RELU, "tanh": ACT_TANH, "sigmoid": ACT_SIGMOID, 
 
 
 @njit(inline="always")
-def activate(v, act, one):
-    """``act(v)``; ``one`` is 1 in the data type, so float32 math stays float32."""
-    if act == ACT_RELU:
-        return v * 0 if v < 0 else v  # `v < 0` is False for NaN, so NaN propagates
-    if act == ACT_TANH:
-        return math.tanh(v)
-    if act == ACT_SIGMOID:
-        return one / (one + math.exp(-v))
+def relu(v, one):
+    return v * 0 if v < 0 else v  # `v < 0` is False for NaN, so NaN propagates
+
+
+@njit(inline="always")
+def relu_derivative(h, one):
+    return one if h > 0 else one - one
+
+
+@njit(inline="always")
+def tanh(v, one):
+    return math.tanh(v)
+
+
+@njit(inline="always")
+def tanh_derivative(h, one):
+    return one - h * h
+
+
+@njit(inline="always")
+def sigmoid(v, one):
+    return one / (one + math.exp(-v))
+
+
+@njit(inline="always")
+def sigmoid_derivative(h, one):
+    return h * (one - h)
+
+
+@njit(inline="always")
+def identity(v, one):
     return v
+
+
+@njit(inline="always")
+def identity_derivative(h, one):
+    return one
+
+
+@njit(inline="always")
+def activate(v, act, one):
+    """``act(v)`` for an activation code, element by element (the CUDA kernels: the branch is warp-uniform)."""
+    if act == ACT_RELU:
+        return relu(v, one)
+    if act == ACT_TANH:
+        return tanh(v, one)
+    if act == ACT_SIGMOID:
+        return sigmoid(v, one)
+    return identity(v, one)
 
 
 @njit(inline="always")
 def derivative_from_output(h, act, one):
     """``act'(pre)`` from the output ``h = act(pre)``: relu h>0, tanh 1-h², sigmoid h(1-h), identity 1."""
     if act == ACT_RELU:
-        return one if h > 0 else h * 0
+        return relu_derivative(h, one)
     if act == ACT_TANH:
-        return one - h * h
+        return tanh_derivative(h, one)
     if act == ACT_SIGMOID:
-        return h * (one - h)
-    return one
+        return sigmoid_derivative(h, one)
+    return identity_derivative(h, one)
