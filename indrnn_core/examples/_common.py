@@ -31,6 +31,16 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` unless the default is None/False or the help text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # argparse value types: each names what to pass, argparse adds the flag ("argument --steps: ...")
 # ------------------------------------------------------------------------------------------------------------------

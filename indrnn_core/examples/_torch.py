@@ -67,6 +67,34 @@ def minibatches(x: Tensor, y: Tensor, batch_size: int, generator: Optional[torch
 
 
 @torch.no_grad()
+def recalibrate_batch_norm(model: nn.Module, batches: Iterable[Batch], max_batches: int = 50) -> None:
+    """Replace the running statistics of every batch norm in ``model`` by their average over ``batches`` under the
+    current weights ("precise BN", Wu & Johnson 2021).
+
+    Why: after a ReLU IndRNN many units fire rarely, so per-batch statistics swing from batch to batch and the usual
+    exponential running average, trailing the moving weights, can differ badly from them; evaluation then drops far
+    below the training-mode accuracy (seen on the digits: 60-80% in eval mode vs 87% in train mode)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = model.training
+    model.eval()  # dropout off
+    saved = []
+    for bn in norms:
+        saved.append(bn.momentum)
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches below
+        bn.train()
+    for i, (inputs, _) in enumerate(batches):
+        if i == max_batches:
+            break
+        model(inputs)
+    for bn, momentum in zip(norms, saved):
+        bn.momentum = momentum
+    model.train(was_training)
+
+
+@torch.no_grad()
 def accuracy(model: nn.Module, batches: Iterable[Batch]) -> float:
     model.eval()
     correct = total = 0
@@ -105,6 +133,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Calla
             bar.set_postfix({"epoch": epoch, "loss": f"{np.mean(losses[-20:]):.4f}"}, refresh=False)
             bar.update(1)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        recalibrate_batch_norm(model, train_batches())
         for name, batches in eval_batches.items():
             record[f"{name}_acc"] = accuracy(model, batches())
         record["seconds"] = time.perf_counter() - start

@@ -5,10 +5,12 @@ channels, a value drawn from U(0, 1) and a marker channel holding exactly one 1 
 target is the sum of the two marked values. Always answering 1 scores the baseline MSE 1/6 = 0.167, so a model
 below it has learnt to carry the marked values across the sequence.
 
-Recipe (Li et al. 2018, with a faster learning rate; see ``--help``): 2 IndRNN layers x 128 ReLU units, the output
-of the last step through Linear(1), MSE; layer-1 u ~ U(0, 2^(1/T)), last-layer u ~ U(2^(-1/T), 2^(1/T)), u clipped
-to [-2^(1/T), 2^(1/T)] after every optimiser step; input weights ~ N(0, std=1e-3); Adam, gradient-norm clipping
-10; a fresh random batch at every step; a fixed test set of 1000 sequences.
+Recipe (Li et al. 2018; see ``--help``): 2 IndRNN layers x 128 ReLU units, the output of the last step through
+Linear(1), MSE; layer-1 u ~ U(0, 2^(1/T)), last-layer u ~ U(2^(-1/T), 2^(1/T)), u clipped to [-2^(1/T), 2^(1/T)]
+after every optimiser step; input weights ~ N(0, 1e-3) with 1e-3 read as the variance (std 0.0316); Adam with
+gradient-norm clipping 10; batches of 50, freshly drawn at every step; a fixed test set of 1000 sequences. Tuned
+for minutes instead of hours: lr 5e-4 (the paper: 2e-4) falling along a cosine to 5e-5 over 1500 steps; at T=500
+the test MSE passes 0.01 after roughly 700-900 steps (seeds 0 and 1) and ends near 0.001-0.002.
 
 Frameworks join through :data:`FRAMEWORKS`: one entry naming the package to import and a backend module
 exposing ``resolve_device(parser, name)`` and ``build(kind, config, device)`` (see ``_adding_torch``). The data,
@@ -16,7 +18,7 @@ the loop, the progress bar, the CSV, the plot and the summary line are shared.
 
 Example::
 
-    $ indrnn-adding                      # defaults: T=500, about 2-4 minutes on a 2-core CPU
+    $ indrnn-adding                      # defaults: T=500, 1500 steps, about 4 minutes on a 2-core CPU
     $ indrnn-adding --compare lstm       # the same batches through an nn.LSTM of the same width and depth
     $ indrnn-adding --seq-len 1000 --steps 5000 --device cuda
 """
@@ -96,20 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="indrnn-adding",
         description="Train an IndRNN on the adding problem (baseline MSE 0.167) and plot its test MSE; "
                     "--compare lstm trains an nn.LSTM of the same size on the same batches.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_common.HelpFormatter)
     p.add_argument("--framework", default="torch", choices=sorted(FRAMEWORKS), help="deep-learning framework")
     p.add_argument("--seq-len", type=int_(2), default=500, metavar="T", help="sequence length")
-    p.add_argument("--steps", type=int_(1), default=3000, help="training steps (one fresh batch each)")
-    p.add_argument("--batch-size", type=int_(1), default=50)
+    p.add_argument("--steps", type=int_(1), default=1500, help="training steps (one fresh batch each)")
+    p.add_argument("--batch-size", type=int_(1), default=50, help="sequences per training step")
     p.add_argument("--hidden", type=int_(1), default=128, help="units per layer")
-    p.add_argument("--layers", type=int_(1), default=2)
+    p.add_argument("--layers", type=int_(1), default=2, help="stacked IndRNN layers")
     p.add_argument("--lr", type=_common.positive_float, default=5e-4, help="Adam learning rate")
     p.add_argument("--lr-decay", type=_common.positive_float, default=0.1, metavar="FACTOR",
                    help="the learning rate falls along a cosine from --lr to --lr x FACTOR at the last step "
                         "(1: constant)")
     p.add_argument("--grad-clip", type=_common.positive_float, default=10.0, help="gradient-norm clipping")
-    p.add_argument("--input-std", type=_common.positive_float, default=1e-3,
-                   help="standard deviation of the normal init of the IndRNN input weights")
+    p.add_argument("--input-std", type=_common.positive_float, default=1e-3 ** 0.5,
+                   help="standard deviation of the normal init of the IndRNN input weights (default: %(default).3g, "
+                        "the paper's N(0, 1e-3) read as a variance; a std of 1e-3 learns several times slower)")
     p.add_argument("--magnitude", type=_common.positive_float, default=2.0,
                    help="|u| is clipped to magnitude^(1/T)")
     p.add_argument("--compare", choices=COMPARE_MODELS, default=None,

@@ -38,14 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _common.ArgumentParser(
         prog="python -m indrnn_core.examples.mnist",
         description="Sequential (or --permute'd) pixel MNIST, T=784, with the IndRNN paper's 6-layer recipe.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_common.HelpFormatter)
     p.add_argument("--data", required=True, metavar="MNIST.NPZ",
                    help="path to mnist.npz (Keras format: x_train, y_train, x_test, y_test)")
     p.add_argument("--permute", action="store_true", help="permuted MNIST: one fixed random pixel order")
-    p.add_argument("--epochs", type=int_(1), default=20)
+    p.add_argument("--epochs", type=int_(1), default=20, help="passes over the training set")
     p.add_argument("--hidden", type=int_(1), default=128, help="units per layer")
-    p.add_argument("--layers", type=int_(1), default=6)
-    p.add_argument("--batch-size", type=int_(1), default=32)
+    p.add_argument("--layers", type=int_(1), default=6, help="stacked IndRNN layers")
+    p.add_argument("--batch-size", type=int_(1), default=32, help="sequences per training step")
     p.add_argument("--lr", type=_common.positive_float, default=2e-4, help="Adam learning rate")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="on weight matrices only (not u, biases, BN)")
     p.add_argument("--dropout", type=_common.probability, default=0.1, help="dropout after each layer")

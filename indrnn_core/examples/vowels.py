@@ -7,7 +7,7 @@ kernels' ``lengths``) and the classifier reads each sequence's own final state `
 
 Example::
 
-    $ python -m indrnn_core.examples.vowels                # ~95% test accuracy in well under a minute
+    $ python -m indrnn_core.examples.vowels                # ~97% test accuracy in seconds
     $ python -m indrnn_core.examples.vowels --bidirectional
 """
 from __future__ import annotations
@@ -32,11 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m indrnn_core.examples.vowels",
         description="Classify JapaneseVowels (UEA archive, bundled with aeon): variable-length sequences of 12 "
                     "channels, fed to an IndRNN as a PackedSequence.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=int_(1), default=40)
+        formatter_class=_common.HelpFormatter)
+    p.add_argument("--epochs", type=int_(1), default=20, help="passes over the training set")
     p.add_argument("--hidden", type=int_(1), default=64, help="units per layer")
-    p.add_argument("--layers", type=int_(1), default=2)
-    p.add_argument("--batch-size", type=int_(1), default=16)
+    p.add_argument("--layers", type=int_(1), default=2, help="stacked IndRNN layers")
+    p.add_argument("--batch-size", type=int_(1), default=16, help="sequences per training step")
     p.add_argument("--lr", type=_common.positive_float, default=2e-3, help="Adam learning rate")
     p.add_argument("--dropout", type=_common.probability, default=0.1, help="dropout between layers")
     p.add_argument("--bidirectional", action="store_true", help="also read each sequence backwards")
@@ -111,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     history, final = _torch.fit(
         model, optimizer, lambda: to_batches(x_train, y_train, args.batch_size, shuffle),
-        {"test": lambda: to_batches(x_test, y_test, 512)}, epochs=args.epochs, grad_clip=10.0,
+        {"train": lambda: to_batches(x_train, y_train, 512), "test": lambda: to_batches(x_test, y_test, 512)}, epochs=args.epochs, grad_clip=10.0,
         steps_per_epoch=-(-len(x_train) // args.batch_size), desc="vowels", quiet=args.quiet)
     seconds = time.perf_counter() - start
     lengths = [len(s) for s in x_train + x_test]
