@@ -203,14 +203,19 @@ def _backward_serial(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_
 
 
 @njit(cache=True)
-def _sum_rows(part, out):
-    """Column sums of ``part`` [B, H] in a fixed order (row 0, 1, ...): deterministic, unlike atomics."""
-    B, H = part.shape
+def _sum_rows(gu_part, gb_part, gu, gb):
+    """gu, gb = column sums of the [B, H] partials, rows added in a fixed order (0, 1, ...): deterministic, unlike
+    atomics. Row-wise loops keep the inner loop contiguous."""
+    B, H = gu_part.shape
+    acc_u = np.zeros(H, dtype=np.float64)
+    acc_b = np.zeros(H, dtype=np.float64)
+    for n in range(B):
+        for j in range(H):
+            acc_u[j] += gu_part[n, j]
+            acc_b[j] += gb_part[n, j]
     for j in range(H):
-        acc = 0.0
-        for n in range(B):
-            acc += part[n, j]
-        out[j] = acc
+        gu[j] = acc_u[j]
+        gb[j] = acc_b[j]
 
 
 # Below this many elements (T*B*H) the kernels run on the calling thread: waking Numba's thread pool costs tens of
@@ -259,5 +264,4 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
     else:
         _backward_parallel(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, gh0,
                            block_part, chunks)
-    _sum_rows(gu_part, gu)
-    _sum_rows(gb_part, gb)
+    _sum_rows(gu_part, gb_part, gu, gb)
