@@ -186,14 +186,32 @@ def check_classifier_run(module, argv, capsys, out_dir, files, epochs):
 
 def test_digits_tiny(tmp_path, capsys):
     pytest.importorskip("sklearn")
+    from indrnn_core.examples import digits
+
     argv = ["--epochs", "2", "--hidden", "16", "--layers", "2", "--batch-size", "64"]
-    acc, rows = check_classifier_run(__import__("indrnn_core.examples.digits", fromlist=["main"]), argv, capsys,
-                                     tmp_path / "a", ["digits.csv", "digits.png"], 2)
+    files = ["digits.csv", "digits.png"]
+    acc, rows = check_classifier_run(digits, argv, capsys, tmp_path / "a", files, 2)
     assert acc > 0.2  # chance is 0.1; even two tiny epochs beat it clearly
-    # same seed, same numbers (the timing column aside)
-    _, again = check_classifier_run(__import__("indrnn_core.examples.digits", fromlist=["main"]), argv, capsys,
-                                    tmp_path / "b", ["digits.csv", "digits.png"], 2)
-    assert [(r["train_loss"], r["test_acc"]) for r in rows] == [(r["train_loss"], r["test_acc"]) for r in again]
+    _, again = check_classifier_run(digits, argv, capsys, tmp_path / "b", files, 2)
+    drop_time = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop_time(rows) == drop_time(again)  # same seed, same numbers
+
+
+def test_batch_norm_recalibration_gives_the_training_set_statistics():
+    import torch
+
+    from indrnn_core.adapters.torch import BatchNormOverTime
+    from indrnn_core.examples import _torch
+
+    bn = BatchNormOverTime(3)
+    model = torch.nn.Sequential(bn)
+    data = torch.randn(5, 40, 3) * torch.tensor([1.0, 2.0, 3.0]) + torch.tensor([-1.0, 0.0, 4.0])
+    batches = [(data[:, i:i + 8], None) for i in range(0, 40, 8)]
+    _torch.recalibrate_batch_norm(model, batches)
+    flat = data.reshape(-1, 3)
+    # equal-sized batches: the average of the batch means is the overall mean
+    torch.testing.assert_close(bn.running_mean, flat.mean(0))
+    assert bn.momentum == 0.1 and model.training  # both restored
 
 
 def test_digits_permuted_tiny(tmp_path, capsys):

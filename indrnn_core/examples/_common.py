@@ -171,12 +171,15 @@ def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -
 
 def plot_curves(path: str, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str,
                 ylabel: str, title: str, baseline: Optional[tuple[float, str]] = None, logy: bool = False,
-                faint: Optional[Mapping[str, tuple[Sequence[float], Sequence[float]]]] = None) -> str:
+                faint: Optional[Mapping[str, tuple[Sequence[float], Sequence[float]]]] = None,
+                ymax: Optional[float] = None) -> str:
     """Save a line plot (PNG) of ``curves`` (label -> (x, y)), with optional ``faint`` companions of the same
     labels (e.g. the noisy training loss behind the test curve) and a dashed ``baseline`` (value, label).
+    ``ymax`` caps the y axis (e.g. so a huge loss at initialisation does not squash the rest of the curve).
 
     Uses matplotlib's object API with the Agg canvas: no display, no global pyplot state."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7, 4.2), dpi=120, layout="constrained")
     ax = fig.add_subplot()
@@ -190,6 +193,9 @@ def plot_curves(path: str, curves: Mapping[str, tuple[Sequence[float], Sequence[
         ax.axhline(baseline[0], color="grey", linestyle="--", linewidth=1.2, label=baseline[1])
     if logy:
         ax.set_yscale("log")
+    if ymax is not None and ax.get_ylim()[1] > ymax:
+        ax.set_ylim(top=ymax)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

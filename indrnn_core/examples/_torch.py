@@ -89,7 +89,7 @@ def recalibrate_batch_norm(model: nn.Module, batches: Iterable[Batch], max_batch
         if i == max_batches:
             break
         model(inputs)
-    for bn, momentum in zip(norms, saved):
+    for bn, momentum in zip(norms, saved, strict=True):
         bn.momentum = momentum
     model.train(was_training)
 

@@ -18,7 +18,7 @@ the loop, the progress bar, the CSV, the plot and the summary line are shared.
 
 Example::
 
-    $ indrnn-adding                      # defaults: T=500, 1500 steps, about 4 minutes on a 2-core CPU
+    $ indrnn-adding                      # defaults: T=500, 1500 steps, 3-5 minutes on a 2-core CPU
     $ indrnn-adding --compare lstm       # the same batches through an nn.LSTM of the same width and depth
     $ indrnn-adding --seq-len 1000 --steps 5000 --device cuda
 """
@@ -29,8 +29,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -212,11 +213,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.path.join(out_dir, "adding.png"),
         {labels[n]: test_curves[n] for n in names},
         faint={labels[n]: _thin(*loss_curves[n]) for n in names},
-        baseline=(BASELINE, "baseline 0.167"), logy=True, xlabel="training step",
+        baseline=(BASELINE, "baseline 0.167"), logy=True, ymax=2.0, xlabel="training step",
         ylabel="MSE (test; training faint)",
         title=f"Adding problem, T={args.seq_len}, batch {args.batch_size}, {args.hidden}x{args.layers}")
     summary = {
-        "config": {**asdict(config), "steps": args.steps, "batch_size": args.batch_size,
+        "config": {**asdict(config), "lr_decay": args.lr_decay, "steps": args.steps, "batch_size": args.batch_size,
                    "framework": args.framework, "device": str(device), "test_size": args.test_size},
         "baseline": BASELINE,
         "results": {n: {"test_mse": latest[n], "seconds": round(watches[n].seconds, 3),

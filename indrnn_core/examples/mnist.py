@@ -23,7 +23,8 @@ import pickle
 import sys
 import time
 import zipfile
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 

@@ -16,7 +16,8 @@ import argparse
 import os
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -111,13 +112,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     history, final = _torch.fit(
         model, optimizer, lambda: to_batches(x_train, y_train, args.batch_size, shuffle),
-        {"train": lambda: to_batches(x_train, y_train, 512), "test": lambda: to_batches(x_test, y_test, 512)}, epochs=args.epochs, grad_clip=10.0,
+        {"train": lambda: to_batches(x_train, y_train, 512), "test": lambda: to_batches(x_test, y_test, 512)},
+        epochs=args.epochs, grad_clip=10.0,
         steps_per_epoch=-(-len(x_train) // args.batch_size), desc="vowels", quiet=args.quiet)
     seconds = time.perf_counter() - start
     lengths = [len(s) for s in x_train + x_test]
     csv_path, png_path = _torch.save_history(
         out_dir, "vowels", history,
-        title=f"JapaneseVowels (lengths {min(lengths)}-{max(lengths)}), IndRNN {args.layers}x{args.hidden}"
+        title=f"JapaneseVowels (lengths {min(lengths)}-{max(lengths)}), IndRNN {args.layers}x{args.hidden}: accuracy"
               + (" bidirectional" if args.bidirectional else ""))
     print(f"train {len(x_train)} / test {len(x_test)} sequences of {min(lengths)}-{max(lengths)} steps; "
           f"final test accuracy {final['test_acc']:.4f}")
