@@ -11,14 +11,13 @@ device-to-device copy. Outputs are preallocated and passed as ``out=`` so alloca
 (JIT compilation) are warm-up and not timed either.
 
 Also home of the helpers the other suites share: ``machine_info``, ``measure`` (CPU wall clock), ``measure_cuda``
-(CUDA events), ``summary``, ``max_rel_error``.
+(CUDA events), ``summary``; the gate's error measure is ``indrnn_core.testing.scaled_error``.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib.metadata
-import math
 import os
 import platform
 import statistics
@@ -28,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from indrnn_core.testing import scaled_error
 
 from .configs import Shape
 
@@ -207,20 +208,6 @@ def measure_cuda(fn, stream, repeats: int, *, warmup: int = 2, max_seconds: floa
     return summary([start.elapsed_time(end) / 1e3 for start, end in pairs])
 
 
-def max_rel_error(got, want) -> float:
-    """``max|got - want| / max(1, max|want|)``; NaN anywhere (e.g. an output a kernel never wrote) gives inf."""
-    got = np.asarray(got, dtype=np.float64)
-    want = np.asarray(want, dtype=np.float64)
-    if got.shape != want.shape:
-        return math.inf
-    if got.size == 0:
-        return 0.0
-    diff = np.abs(got - want)
-    if not np.all(np.isfinite(diff)):
-        return math.inf
-    return float(diff.max() / max(1.0, float(np.abs(want).max())))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------------------------
@@ -246,7 +233,7 @@ def make_inputs(shape: Shape, dtype: str, seed: int = 0) -> dict[str, np.ndarray
 
 def check_outputs(suite: str, device: str, dtype: str, got: dict, want: dict) -> dict:
     """Compare named outputs; the gate record that goes into the JSON."""
-    errors = {k: max_rel_error(got[k], want[k]) for k in want}
+    errors = {k: scaled_error(got[k], want[k]) for k in want}
     tol = GATE_TOLERANCE[dtype]
     return {"suite": suite, "device": device, "dtype": dtype, "shape": [GATE_SHAPE.T, GATE_SHAPE.B, GATE_SHAPE.H],
             "activation": ACTIVATION, "tolerance": tol, "errors": errors,

@@ -137,7 +137,9 @@ class GradientReport:
                 f"{fmt(self.finite_difference_error)})")
 
 
-def _scaled_error(actual, expected):
+def scaled_error(actual, expected):
+    """``max|actual - expected| / (1 + max|expected|)``; inf for a shape mismatch or any NaN (e.g. an output a
+    kernel never wrote)."""
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -182,13 +184,13 @@ def check_gradients(forward_fn, vjp_fn, problem, *, tolerance=None, fd_tolerance
 
     h = forward_fn(p.x, p.u, p.b, p.h0, **opts)
     grads = vjp_fn(p.x, p.u, p.b, p.h0, p.grad_h, p.grad_hn, **opts)
-    ref_err = {"h": _scaled_error(h, ref_h)}
+    ref_err = {"h": scaled_error(h, ref_h)}
     for name, g, r in zip(GRADIENT_NAMES, grads, ref_grads):
         if name == "gb" and p.b is None and g is None:
             continue
         if name == "gh0" and p.h0 is None and g is None:
             continue
-        ref_err[name] = _scaled_error(g, r)
+        ref_err[name] = scaled_error(g, r)
 
     fd_err = _finite_differences(forward_fn, vjp_fn, p64, directions, seed)
     return GradientReport(ref_err, fd_err, tolerance, fd_tolerance)
