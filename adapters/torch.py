@@ -33,7 +33,6 @@ import sys
 from collections.abc import Sequence
 from typing import Optional, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

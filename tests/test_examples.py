@@ -12,9 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("matplotlib")
-pytest.importorskip("tqdm")
+# The test extra installs torch, matplotlib, tqdm, scikit-learn and aeon: a missing one fails loudly here.
+import aeon  # noqa: F401
+import matplotlib  # noqa: F401
+import sklearn  # noqa: F401
+import torch
+import tqdm  # noqa: F401
 
 from indrnn_core.examples import _common, adding  # noqa: E402
 
@@ -136,7 +139,6 @@ def test_adding_learns_well_below_the_baseline(tmp_path, capsys):
 ])
 def test_adding_bad_flags_get_one_line_and_exit_2(argv, needles, tmp_path, capsys):
     if argv[:2] == ["--device", "cuda:7"]:
-        torch = pytest.importorskip("torch")
         if torch.cuda.device_count() > 7:
             pytest.skip("this machine has a cuda:7")
     expect_flag_error(adding, argv + ["--out", str(tmp_path)], capsys, *needles)
@@ -185,7 +187,6 @@ def check_classifier_run(module, argv, capsys, out_dir, files, epochs):
 
 
 def test_digits_tiny(tmp_path, capsys):
-    pytest.importorskip("sklearn")
     from indrnn_core.examples import digits
 
     argv = ["--epochs", "2", "--hidden", "16", "--layers", "2", "--batch-size", "64"]
@@ -215,7 +216,6 @@ def test_batch_norm_recalibration_gives_the_training_set_statistics():
 
 
 def test_digits_permuted_tiny(tmp_path, capsys):
-    pytest.importorskip("sklearn")
     from indrnn_core.examples import digits
 
     check_classifier_run(digits, ["--permute", "--epochs", "1", "--hidden", "8", "--layers", "1",
@@ -223,7 +223,6 @@ def test_digits_permuted_tiny(tmp_path, capsys):
 
 
 def test_vowels_tiny_uses_packed_variable_lengths(tmp_path, capsys):
-    pytest.importorskip("aeon")
     from indrnn_core.examples import vowels
 
     x_train, y_train, x_test, y_test = vowels.load()

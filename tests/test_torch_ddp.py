@@ -3,10 +3,7 @@ import socket
 import sys
 from pathlib import Path
 
-import pytest
-
-torch = pytest.importorskip("torch")
-dist = pytest.importorskip("torch.distributed")
+import torch
 
 WORLD = 2
 STEPS = 3

@@ -2,7 +2,7 @@
 weight constraint, nn conventions, the Deep IndRNN blocks and bad input."""
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
 from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence, pad_packed_sequence  # noqa: E402

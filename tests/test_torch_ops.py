@@ -5,7 +5,7 @@ import contextlib
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
 import indrnn_core  # noqa: E402
 from indrnn_core import reference  # noqa: E402
@@ -28,7 +28,7 @@ def nan_outputs(monkeypatch):
 def one_kernel_thread():
     """gradcheck makes hundreds of calls on tiny inputs, where waking numba's thread pool costs more than the work
     (milliseconds per call on a busy 2-core machine); what it checks is the adapter's gradients, not threading."""
-    numba = pytest.importorskip("numba")
+    import numba
     before = numba.get_num_threads()
     numba.set_num_threads(1)
     yield
