@@ -142,9 +142,11 @@ def _backward_op(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], len
     gu = _empty(u.shape, u)
     gb = _empty(u.shape, u)
     gh0 = _empty((h.shape[0 if batch_first else 1], h.shape[2]), h)
+    # On CUDA the kernels' scratch comes from torch's caching allocator (stream-ordered, no cudaMalloc per call).
+    workspace = torch.empty((2, *gh0.shape), dtype=h.dtype, device=h.device) if h.is_cuda else None
     _core.backward(_array(grad_h), _array(h), _array(u), _array(h0), activation=activation,
                    batch_first=batch_first, lengths=_array(lengths), reverse=reverse, grad_hn=_array(grad_hn),
-                   out=(_array(gx), _array(gu), _array(gb), _array(gh0)), stream=_stream(h))
+                   out=(_array(gx), _array(gu), _array(gb), _array(gh0)), stream=_stream(h), workspace=workspace)
     return gx, gu, gb, gh0
 
 

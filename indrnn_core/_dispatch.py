@@ -55,13 +55,13 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
         cpu.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out)
         return out
     out_arr = cuda.device_empty(x.shape, dtype, stream) if out is None else out
-    v.check_out("out", out_arr, x.shape, dtype, device)
-    cuda.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, cuda.as_device_array(out_arr), stream)
+    out_view = v.check_out("out", out_arr, x.shape, dtype, device)
+    cuda.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out_view, stream)
     return out_arr
 
 
 def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False,
-             grad_hn=None, out=None, stream=None):
+             grad_hn=None, out=None, stream=None, workspace=None):
     """Back-propagation through time for ``forward``, from its output ``h`` (``x`` is never needed).
 
     Args:
@@ -70,6 +70,9 @@ def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, len
         grad_hn: [B, H] or None: dL/d(final state) from outside, added at each sequence's last step.
         activation, batch_first, lengths, reverse: exactly as given to ``forward``.
         out: None or a tuple ``(gx, gu, gb, gh0)`` of writable buffers (any entry None to allocate).
+        workspace: CUDA only (ignored on the CPU): None or a writable [2, B, H] device buffer of the data type for
+            the per-sequence partial sums of ``gu`` and ``gb``; a framework passes one from its own caching
+            allocator, since allocating it here costs more than the kernels at small T.
 
     Returns:
         (gx, gu, gb, gh0): dL/dx (= dL/d pre-activation, shaped like ``h``), dL/du [H], dL/db [H]
@@ -99,13 +102,15 @@ def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, len
         out = tuple(np.empty(s, dtype=dtype) if o is None else o for o, s in zip(out, shapes))
     else:
         out = tuple(cuda.device_empty(s, dtype, stream) if o is None else o for o, s in zip(out, shapes))
-    for name, o, s in zip(names, out, shapes):
-        v.check_out(f"out[{names.index(name)}] ({name})", o, s, dtype, device)
+    views = [v.check_out(f"out[{i}] ({name})", o, s, dtype, device)
+             for i, (name, o, s) in enumerate(zip(names, out, shapes))]
     if device == "cpu":
-        cpu.backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *out)
+        cpu.backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *views)
     else:
-        cuda.backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
-                           *(cuda.as_device_array(o) for o in out), stream)
+        if workspace is not None:
+            workspace = v.check_out("workspace", workspace, (2, B, H), dtype, device)
+        cuda.backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *views, stream,
+                           workspace=workspace)
     return out
 
 

@@ -126,7 +126,8 @@ def check_writable(name, a):
 
 
 def check_out(name, a, shape, dtype, device):
-    """An ``out=`` buffer: right type, device, shape, dtype, and writable."""
+    """An ``out=`` buffer: right type, device, shape, dtype, and writable. Returns it as the kernels take it (a
+    Numba view of a CUDA buffer)."""
     if device_of(name, a) != device:
         raise ValueError(f"{name} must be on {device} like the inputs, got an array on {device_of(name, a)}")
     check_writable(name, a)  # on the caller's object: its __cuda_array_interface__ carries the read-only flag
@@ -137,3 +138,4 @@ def check_out(name, a, shape, dtype, device):
     check_shape(name, a, shape)
     if np.dtype(a.dtype) != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {np.dtype(a.dtype)}")
+    return a

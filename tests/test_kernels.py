@@ -22,8 +22,10 @@ def run(device, p, out_nan=True):
     h = indrnn_core.forward(put(p.x), put(p.u), put(p.b), put(p.h0), out=out, **opts)
     T, B, H = p.shape
     grads_out = tuple(put(np.full(s, np.nan, p.dtype)) for s in (p.x.shape, (H,), (H,), (B, H))) if out_nan else None
+    # On CUDA, a NaN-filled caller workspace must be fully overwritten before the partial sums read it.
+    workspace = put(np.full((2, B, H), np.nan, p.dtype)) if out_nan and device.kind == "cuda" else None
     grads = indrnn_core.backward(put(p.grad_h), h, put(p.u), put(p.h0), grad_hn=put(p.grad_hn), out=grads_out,
-                                 **opts)
+                                 workspace=workspace, **opts)
     return device.get(h), tuple(device.get(g) for g in grads)
 
 
@@ -86,6 +88,9 @@ EDGE_CASES = {
     "lengths-0-and-T-reverse": (5, 3, 3, [5, 0, 2], True),
     "B*H-not-multiple-of-block": (3, 7, 3, [3, 1, 0, 2, 3, 3, 1], False),
     "awkward-T63-H500": (63, 3, 500, [63, 17, 0], False),
+    # The CUDA kernels load CHUNK=8 visits ahead: lengths just under, at and over multiples of it.
+    "chunk-boundaries": (17, 7, 3, [17, 16, 9, 8, 7, 1, 0], False),
+    "chunk-boundaries-reverse": (17, 7, 3, [17, 16, 9, 8, 7, 1, 0], True),
 }
 
 

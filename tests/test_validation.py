@@ -110,6 +110,12 @@ def test_cuda_validation_matches_cpu():
         indrnn_core.forward(cuda.to_device(X), cuda.to_device(np.zeros(H + 1)))
     with pytest.raises(ValueError, match="lengths must lie in"):
         indrnn_core.forward(cuda.to_device(X), cuda.to_device(U), lengths=[0, 0, 5])
+    d_x, d_u = cuda.to_device(X), cuda.to_device(U)
+    h = indrnn_core.forward(d_x, d_u)
+    with pytest.raises(ValueError, match=r"workspace must have shape \(2, 3, 2\)"):
+        indrnn_core.backward(d_x, h, d_u, workspace=cuda.device_array((2, B + 1, H)))
+    with pytest.raises(TypeError, match="workspace must have dtype float64"):
+        indrnn_core.backward(d_x, h, d_u, workspace=cuda.device_array((2, B, H), np.float32))
 
 
 def test_nothing_written_when_input_is_rejected():

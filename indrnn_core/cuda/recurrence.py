@@ -11,9 +11,13 @@ and clearing device memory for zeros.
 
 import numpy as np
 from numba import cuda
+from numba.cuda.cudadrv import devicearray as _devicearray
 
 from .._activations import activate, derivative_from_output
 from . import config
+
+# Visits loaded ahead of the dependent chain in each thread (registers per thread grow with it).
+CHUNK = 8
 
 
 @cuda.jit(device=True, inline=True)
@@ -29,10 +33,16 @@ def _store(a, batch_first, t, n, j, value):
         a[t, n, j] = value
 
 
+@cuda.jit(device=True, inline=True)
+def _visit_time(s, length, reverse):
+    """The time step of visit ``s`` of a sequence of ``length`` valid steps."""
+    return length - 1 - s if reverse else s
+
+
 @cuda.jit
-def _forward_kernel(x, u, bias, has_bias, h0, has_h0, lengths, reverse, act, batch_first, out):
+def _forward_kernel(x, u, bias, has_bias, h0, has_h0, lengths, has_lengths, reverse, act, batch_first, out):
     i = cuda.grid(1)
-    B, H = lengths.shape[0], u.shape[0]
+    B, H = x.shape[0] if batch_first else x.shape[1], u.shape[0]
     if i >= B * H:
         return
     n, j = i // H, i % H
@@ -42,21 +52,30 @@ def _forward_kernel(x, u, bias, has_bias, h0, has_h0, lengths, reverse, act, bat
     uj = u[j]
     bj = bias[j] if has_bias else zero
     prev = h0[n, j] if has_h0 else zero
-    length = lengths[n]
-    for s in range(T):
-        if s < length:
-            t = length - 1 - s if reverse else s
-            prev = activate(_load(x, batch_first, t, n, j) + uj * prev + bj, act, one)
-            _store(out, batch_first, t, n, j, prev)
-        else:
-            _store(out, batch_first, s, n, j, zero)
+    length = lengths[n] if has_lengths else T
+    # The recurrence is a chain of dependent steps, so one load in flight per thread leaves the GPU waiting on
+    # memory latency. Load CHUNK steps of x first (they do not depend on h), then run the chain over them.
+    xs = cuda.local.array(CHUNK, u.dtype)
+    full = length - length % CHUNK
+    for s0 in range(0, full, CHUNK):
+        for k in range(CHUNK):
+            xs[k] = _load(x, batch_first, _visit_time(s0 + k, length, reverse), n, j)
+        for k in range(CHUNK):
+            prev = activate(xs[k] + uj * prev + bj, act, one)
+            _store(out, batch_first, _visit_time(s0 + k, length, reverse), n, j, prev)
+    for s in range(full, length):
+        t = _visit_time(s, length, reverse)
+        prev = activate(_load(x, batch_first, t, n, j) + uj * prev + bj, act, one)
+        _store(out, batch_first, t, n, j, prev)
+    for s in range(length, T):  # padding
+        _store(out, batch_first, s, n, j, zero)
 
 
 @cuda.jit
-def _backward_kernel(grad_h, h, u, h0, has_h0, lengths, reverse, act, batch_first, grad_hn, has_grad_hn,
-                     gx, gu_part, gb_part, gh0):
+def _backward_kernel(grad_h, h, u, h0, has_h0, lengths, has_lengths, reverse, act, batch_first, grad_hn,
+                     has_grad_hn, gx, part, gh0):
     i = cuda.grid(1)
-    B, H = lengths.shape[0], u.shape[0]
+    B, H = gh0.shape[0], u.shape[0]
     if i >= B * H:
         return
     n, j = i // H, i % H
@@ -64,53 +83,69 @@ def _backward_kernel(grad_h, h, u, h0, has_h0, lengths, reverse, act, batch_firs
     zero = u.dtype.type(0)
     one = u.dtype.type(1)
     uj = u[j]
+    h0nj = h0[n, j] if has_h0 else zero
     carry = grad_hn[n, j] if has_grad_hn else zero  # dL/dh at the visited step, from later steps
     acc_u = zero
     acc_b = zero
-    length = lengths[n]
-    h_cur = zero
-    for s in range(T - 1, -1, -1):
-        if s >= length:
-            _store(gx, batch_first, s, n, j, zero)
-            continue
-        t = length - 1 - s if reverse else s
-        if s == length - 1:
-            h_cur = _load(h, batch_first, t, n, j)
-        if s == 0:
-            h_prev = h0[n, j] if has_h0 else zero
-        else:
-            h_prev = _load(h, batch_first, t + 1 if reverse else t - 1, n, j)
+    length = lengths[n] if has_lengths else T
+    for s in range(length, T):  # padding
+        _store(gx, batch_first, s, n, j, zero)
+    # Visits run s = length-1 down to 0. Each needs grad_h at its step and h at the step visited before it in the
+    # forward pass (h0 at s = 0); as in the forward kernel, a CHUNK of them is loaded before the dependent chain.
+    gs = cuda.local.array(CHUNK, u.dtype)
+    hps = cuda.local.array(CHUNK, u.dtype)
+    h_cur = _load(h, batch_first, _visit_time(length - 1, length, reverse), n, j) if length > 0 else zero
+    s_hi = length - 1
+    while s_hi >= CHUNK - 1:
+        for k in range(CHUNK):
+            s = s_hi - k
+            gs[k] = _load(grad_h, batch_first, _visit_time(s, length, reverse), n, j)
+            hps[k] = _load(h, batch_first, _visit_time(s - 1, length, reverse), n, j) if s > 0 else h0nj
+        for k in range(CHUNK):
+            g = (gs[k] + carry) * derivative_from_output(h_cur, act, one)
+            _store(gx, batch_first, _visit_time(s_hi - k, length, reverse), n, j, g)
+            acc_u += g * hps[k]
+            acc_b += g
+            carry = g * uj
+            h_cur = hps[k]  # the next visit's output is this visit's previous state
+        s_hi -= CHUNK
+    for s in range(s_hi, -1, -1):
+        t = _visit_time(s, length, reverse)
+        h_prev = _load(h, batch_first, _visit_time(s - 1, length, reverse), n, j) if s > 0 else h0nj
         g = (_load(grad_h, batch_first, t, n, j) + carry) * derivative_from_output(h_cur, act, one)
         _store(gx, batch_first, t, n, j, g)
         acc_u += g * h_prev
         acc_b += g
         carry = g * uj
-        h_cur = h_prev  # the next visit's output is this visit's previous state: load it once
+        h_cur = h_prev
     gh0[n, j] = carry
-    gu_part[n, j] = acc_u
-    gb_part[n, j] = acc_b
+    part[0, n, j] = acc_u
+    part[1, n, j] = acc_b
 
 
 @cuda.jit
-def _sum_rows_kernel(part, out):
-    """out[j] = sum over n of part[n, j], in a fixed order."""
+def _sum_rows_kernel(part, gu, gb):
+    """gu[j], gb[j] = sums over n of part[0, n, j], part[1, n, j], in a fixed order."""
     j = cuda.grid(1)
-    if j >= out.shape[0]:
+    if j >= gu.shape[0]:
         return
-    acc = part.dtype.type(0)
-    for n in range(part.shape[0]):
-        acc += part[n, j]
-    out[j] = acc
+    acc_u = part.dtype.type(0)
+    acc_b = part.dtype.type(0)
+    for n in range(part.shape[1]):
+        acc_u += part[0, n, j]
+        acc_b += part[1, n, j]
+    gu[j] = acc_u
+    gb[j] = acc_b
 
 
 @cuda.jit
-def _final_state_kernel(h, h0, has_h0, lengths, reverse, batch_first, out):
+def _final_state_kernel(h, h0, has_h0, lengths, has_lengths, reverse, batch_first, out):
     i = cuda.grid(1)
     B, H = out.shape
     if i >= B * H:
         return
     n, j = i // H, i % H
-    length = lengths[n]
+    length = lengths[n] if has_lengths else (h.shape[1] if batch_first else h.shape[0])
     if length == 0:
         out[n, j] = h0[n, j] if has_h0 else h.dtype.type(0)
     else:
@@ -126,22 +161,33 @@ def require_gpu(name):
                          "run on the CPU, or install a CUDA driver and `pip install indrnn-core[cuda]`")
 
 
+_NUMBA_ARRAYS = tuple(getattr(_devicearray, name) for name in ("DeviceNDArray", "FakeCUDAArray")  # real, simulator
+                      if hasattr(_devicearray, name))
+
+
 def as_device_array(a):
     """A Numba device array viewing ``a`` (no copy), or None. No synchronisation: the kernels run on the stream the
     caller names (``stream=``, e.g. torch's current stream), which orders them after the producer's work."""
-    if a is None or not hasattr(a, "__cuda_array_interface__"):
-        return a  # None, or already a simulator device array
+    if a is None or isinstance(a, _NUMBA_ARRAYS) or not hasattr(a, "__cuda_array_interface__"):
+        return a  # None, already a Numba device array, or a simulator device array
     return cuda.as_cuda_array(a, sync=False)
+
+
+_EXTERNAL_STREAMS = {}  # handle -> Numba wrapper: building one per call costs more than a short kernel
 
 
 def _stream(stream):
     """A Numba stream from None (default stream), an int handle (e.g. torch's ``cuda_stream``), or a stream."""
+    if hasattr(stream, "cuda_stream"):  # a torch.cuda.Stream or a CuPy stream
+        stream = stream.cuda_stream
     if stream is None or (isinstance(stream, int) and stream == 0):
         return cuda.default_stream()
     if isinstance(stream, int):
-        return cuda.external_stream(stream)
-    if hasattr(stream, "cuda_stream"):  # a torch.cuda.Stream or a CuPy stream
-        return cuda.external_stream(stream.cuda_stream)
+        if stream not in _EXTERNAL_STREAMS:
+            if len(_EXTERNAL_STREAMS) > 64:  # a wrapper owns nothing: dropping them all is always safe
+                _EXTERNAL_STREAMS.clear()
+            _EXTERNAL_STREAMS[stream] = cuda.external_stream(stream)
+        return _EXTERNAL_STREAMS[stream]
     return stream
 
 
@@ -158,53 +204,71 @@ def _grid(n_threads):
     return max(1, (n_threads + tpb - 1) // tpb), tpb
 
 
-def _placeholder(a, dtype, ndim, stream):
-    """(array, present) for an optional input: a 1-element device array stands in for None."""
+_ZEROS = {}  # (device id, dtype, ndim) -> a read-only 1-element zero array standing in for an absent input
+
+
+def _placeholder(a, dtype, ndim):
+    """(array, present) for an optional input. The stand-in for None is allocated once per device and dtype:
+    an allocation and a host-to-device copy per call cost more than a short sequence's kernels."""
     if a is not None:
         return a, True
-    return cuda.to_device(np.zeros((1,) * ndim, dtype=dtype), stream=stream), False
+    key = (getattr(cuda.get_current_device(), "id", 0), np.dtype(dtype).str, ndim)  # the simulator has no id
+    if key not in _ZEROS:
+        _ZEROS[key] = cuda.to_device(np.zeros((1,) * ndim, dtype=dtype))
+    return _ZEROS[key], False
+
+
+def _device_lengths(lengths, T, stream):
+    """(device lengths, present): no copy when every sequence runs all ``T`` steps (the common case)."""
+    if lengths.size == 0 or lengths.min() == T:
+        return _placeholder(None, np.int64, 1)
+    return cuda.to_device(lengths, stream=stream), True
 
 
 def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, stream=None):
     """Fill device array ``out`` (``x``'s shape) with the recurrence; see ``indrnn_core.cpu.forward_into``."""
     stream = _stream(stream)
+    T = x.shape[1] if batch_first else x.shape[0]
     B, H = lengths.shape[0], u.shape[0]
     if B * H == 0:
         return
-    b, has_b = _placeholder(b, u.dtype, 1, stream)
-    h0, has_h0 = _placeholder(h0, u.dtype, 2, stream)
-    d_lengths = cuda.to_device(lengths, stream=stream)
+    b, has_b = _placeholder(b, u.dtype, 1)
+    h0, has_h0 = _placeholder(h0, u.dtype, 2)
+    d_lengths, has_lengths = _device_lengths(lengths, T, stream)
     blocks, tpb = _grid(B * H)
-    _forward_kernel[blocks, tpb, stream](x, u, b, has_b, h0, has_h0, d_lengths, reverse, act, batch_first, out)
+    _forward_kernel[blocks, tpb, stream](x, u, b, has_b, h0, has_h0, d_lengths, has_lengths, reverse, act,
+                                         batch_first, out)
 
 
-def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0, stream=None):
-    """Fill device arrays ``gx``, ``gu``, ``gb``, ``gh0``; see ``indrnn_core.cpu.backward_into``."""
+def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0, stream=None,
+                  workspace=None):
+    """Fill device arrays ``gx``, ``gu``, ``gb``, ``gh0``; see ``indrnn_core.cpu.backward_into``. ``workspace``:
+    a [2, B, H] device array for the partial sums, or None to allocate one."""
     stream = _stream(stream)
+    T = h.shape[1] if batch_first else h.shape[0]
     B, H = lengths.shape[0], u.shape[0]
     if H == 0:
         return
-    h0, has_h0 = _placeholder(h0, u.dtype, 2, stream)
-    grad_hn, has_grad_hn = _placeholder(grad_hn, u.dtype, 2, stream)
-    d_lengths = cuda.to_device(lengths, stream=stream)
+    h0, has_h0 = _placeholder(h0, u.dtype, 2)
+    grad_hn, has_grad_hn = _placeholder(grad_hn, u.dtype, 2)
+    d_lengths, has_lengths = _device_lengths(lengths, T, stream)
     # Partials accumulate in the data type (float32 at least): one per column, summed afterwards in fixed order.
-    gu_part = cuda.device_array((B, H), dtype=u.dtype, stream=stream)
-    gb_part = cuda.device_array((B, H), dtype=u.dtype, stream=stream)
+    part = cuda.device_array((2, B, H), dtype=u.dtype, stream=stream) if workspace is None else workspace
     if B > 0:
         blocks, tpb = _grid(B * H)
-        _backward_kernel[blocks, tpb, stream](grad_h, h, u, h0, has_h0, d_lengths, reverse, act, batch_first,
-                                              grad_hn, has_grad_hn, gx, gu_part, gb_part, gh0)
+        _backward_kernel[blocks, tpb, stream](grad_h, h, u, h0, has_h0, d_lengths, has_lengths, reverse, act,
+                                              batch_first, grad_hn, has_grad_hn, gx, part, gh0)
     blocks, tpb = _grid(H)
-    _sum_rows_kernel[blocks, tpb, stream](gu_part, gu)
-    _sum_rows_kernel[blocks, tpb, stream](gb_part, gb)
+    _sum_rows_kernel[blocks, tpb, stream](part, gu, gb)
 
 
 def final_state_into(h, h0, lengths, reverse, batch_first, out, stream=None):
     stream = _stream(stream)
+    T = h.shape[1] if batch_first else h.shape[0]
     B, H = out.shape
     if B * H == 0:
         return
-    h0, has_h0 = _placeholder(h0, h.dtype, 2, stream)
-    d_lengths = cuda.to_device(lengths, stream=stream)
+    h0, has_h0 = _placeholder(h0, h.dtype, 2)
+    d_lengths, has_lengths = _device_lengths(lengths, T, stream)
     blocks, tpb = _grid(B * H)
-    _final_state_kernel[blocks, tpb, stream](h, h0, has_h0, d_lengths, reverse, batch_first, out)
+    _final_state_kernel[blocks, tpb, stream](h, h0, has_h0, d_lengths, has_lengths, reverse, batch_first, out)
