@@ -37,6 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
+
+_function_mode_enabled = torch._C._is_torch_function_mode_enabled
+_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 import indrnn_core as _core
 
@@ -73,7 +77,9 @@ def _empty(shape, like: Tensor) -> Tensor:
     Large CPU outputs get ``madvise(MADV_HUGEPAGE)``, as NumPy does for its own arrays: torch's CPU allocator has no
     cache, so each [T, B, H] output is often fresh memory from the OS, and faulting it in by 4 KiB pages (~13k faults
     per fwd+bwd at T=784, B=64, H=128) cost up to +50% over the kernels alone; with 2 MiB pages the cost vanishes."""
-    t = torch.empty(shape, dtype=like.dtype, device=like.device)
+    # empty_like/new_empty take half the time of torch.empty(shape, dtype=, device=): it shows at T=1.
+    t = (torch.empty_like(like, memory_format=torch.contiguous_format) if shape == like.shape
+         else like.new_empty(shape))
     if _MADVISE is not None and not t.is_cuda:
         nbytes = t.nbytes
         if nbytes >= _HUGE_MIN_BYTES:
@@ -118,8 +124,7 @@ def _last_state(h: Tensor, h0: Optional[Tensor], lengths: Optional[Tensor], reve
     return torch.where((lengths > 0).unsqueeze(1), last, h0 if h0 is not None else torch.zeros_like(last))
 
 
-@torch.library.custom_op("indrnn::forward", mutates_args=())
-def _forward_op(x: Tensor, u: Tensor, b: Optional[Tensor], h0: Optional[Tensor], lengths: Optional[Tensor],
+def _forward_impl(x: Tensor, u: Tensor, b: Optional[Tensor], h0: Optional[Tensor], lengths: Optional[Tensor],
                 activation: str, batch_first: bool, reverse: bool) -> tuple[Tensor, Tensor]:
     """(h shaped like x, final state [B, H])."""
     h = _empty(x.shape, x)
@@ -128,13 +133,15 @@ def _forward_op(x: Tensor, u: Tensor, b: Optional[Tensor], h0: Optional[Tensor],
     return h, _last_state(h, h0, lengths, reverse, batch_first)
 
 
+_forward_op = torch.library.custom_op("indrnn::forward", mutates_args=())(_forward_impl)
+
+
 @_forward_op.register_fake
 def _(x, u, b, h0, lengths, activation, batch_first, reverse):
     return x.new_empty(x.shape), x.new_empty((x.shape[0 if batch_first else 1], x.shape[2]))
 
 
-@torch.library.custom_op("indrnn::backward", mutates_args=())
-def _backward_op(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], lengths: Optional[Tensor],
+def _backward_impl(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], lengths: Optional[Tensor],
                  grad_hn: Optional[Tensor], activation: str, batch_first: bool,
                  reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(gx shaped like h, gu [H], gb [H], gh0 [B, H]); ``grad_hn`` [B, H] is the final state's gradient."""
@@ -148,6 +155,9 @@ def _backward_op(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], len
                    batch_first=batch_first, lengths=_array(lengths), reverse=reverse, grad_hn=_array(grad_hn),
                    out=(_array(gx), _array(gu), _array(gb), _array(gh0)), stream=_stream(h), workspace=workspace)
     return gx, gu, gb, gh0
+
+
+_backward_op = torch.library.custom_op("indrnn::backward", mutates_args=())(_backward_impl)
 
 
 @_backward_op.register_fake
@@ -170,15 +180,52 @@ def _backward(ctx, grad_h, grad_hn):
     # Only the final state used: zeros. A gradient from .sum()/.mean() arrives expanded (stride 0): made
     # contiguous, since the kernels' strided path costs ~2.5x the contiguous one (more than the copy).
     grad_h = torch.zeros_like(h) if grad_h is None else grad_h.contiguous()
-    gx, gu, gb, gh0 = _backward_overload(grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse)
+    run = _backward_impl if _eager(grad_h, h, u, h0, grad_hn) else _backward_overload
+    gx, gu, gb, gh0 = run(grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse)
     return (gx, gu, gb if ctx.has_b else None, gh0 if ctx.has_h0 else None, None, None, None, None)
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 # The OpOverloads themselves: calling them skips CustomOpDef.__call__'s extra Python frame on every call.
-_forward = torch.ops.indrnn.forward.default
+_forward_overload = torch.ops.indrnn.forward.default
 _backward_overload = torch.ops.indrnn.backward.default
+
+
+class _EagerForward(torch.autograd.Function):
+    """The same body and backward as the op, for eager calls: ``Function.apply`` costs a fraction of a custom op's
+    dispatch, which at T=1 is most of a call (see :func:`_forward`). Old-style ``forward(ctx, ...)``: with a
+    separate ``setup_context``, ``apply`` binds arguments through ``inspect.signature`` (~100 us) on every call."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _forward_impl(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # like the op: the backward has no derivative of its own
+    def backward(ctx, grad_h, grad_hn):
+        return _backward(ctx, grad_h, grad_hn)
+
+
+def _eager(*tensors) -> bool:
+    """Whether running the ops' Python bodies directly is indistinguishable from dispatching the ops: not under
+    torch.compile/export tracing, no dispatch or function mode (fake tensors, functionalisation), and only plain
+    tensors (no subclasses, no vmap/grad transforms). Anything else takes the registered ops."""
+    if torch.compiler.is_compiling() or _current_dispatch_mode() is not None or _function_mode_enabled():
+        return False
+    return all(t is None or (type(t) is Tensor and not _functorch_wrapped(t)) for t in tensors)
+
+
+def _forward(x, u, b, h0, lengths, activation, batch_first, reverse):
+    """``indrnn::forward`` -> (h, final state), by the cheapest route that gives the same result and gradients."""
+    if not _eager(x, u, b, h0):
+        return _forward_overload(x, u, b, h0, lengths, activation, batch_first, reverse)
+    if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad or (b is not None and b.requires_grad)
+                                    or (h0 is not None and h0.requires_grad)):
+        return _EagerForward.apply(x, u, b, h0, lengths, activation, batch_first, reverse)
+    return _forward_impl(x, u, b, h0, lengths, activation, batch_first, reverse)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -311,6 +311,49 @@ def test_compile_fullgraph_matches_eager():
         torch.testing.assert_close(g, p.grad)
 
 
+# ------------------------------------------------------------------------------------- eager route vs the op
+def _outputs_and_grads(case):
+    opts, reverse = split(OPTIONS[case])
+    x, u, b, h0, lengths = make(6, 3, 4, requires_grad=True, **opts)
+    h, hn = indrnn_with_state(x, u, b, h0, lengths=lengths, reverse=reverse, activation="tanh",
+                              batch_first=opts.get("batch_first", False))
+    (h * torch.linspace(-1, 1, h.numel(), dtype=h.dtype).view_as(h)).sum().add(hn.square().sum()).backward()
+    return [h, hn] + [t.grad for t in (x, u, b, h0) if t is not None]
+
+
+@pytest.mark.parametrize("case", ["plain", "all", "bare_lengths"])
+def test_eager_route_matches_the_registered_op(case, monkeypatch):
+    """Eager calls skip the custom op's dispatch (an autograd.Function over the same bodies); forcing the op route
+    must give bit-identical outputs and gradients."""
+    eager = _outputs_and_grads(case)
+    monkeypatch.setattr(adapter, "_eager", lambda *tensors: False)
+    via_op = _outputs_and_grads(case)
+    assert len(eager) == len(via_op)
+    for a, b in zip(eager, via_op):
+        assert torch.equal(a, b)
+
+
+def test_eager_route_is_not_taken_under_fake_tensors():
+    """Under a dispatch mode (here FakeTensorMode) the op's register_fake answers: shapes only, no kernel run."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x, u = torch.empty(7, 2, 3), torch.empty(3)
+        h, hn = indrnn_with_state(x, u)
+    assert h.shape == (7, 2, 3) and hn.shape == (2, 3)
+
+
+def test_double_backward_is_refused_on_both_routes(monkeypatch):
+    """Neither route has a derivative of the backward: asking for one raises instead of returning wrong zeros."""
+    for route in ("eager", "op"):
+        if route == "op":
+            monkeypatch.setattr(adapter, "_eager", lambda *tensors: False)
+        x, u = make(3, 2, 2, requires_grad=True)[:2]
+        (gx,) = torch.autograd.grad(indrnn(x, u, activation="tanh").sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError):
+            torch.autograd.grad(gx.sum(), u)
+
+
 # ------------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("change, error, name", [
     (lambda a: {**a, "u": a["u"].float()}, TypeError, "u"),
