@@ -20,7 +20,8 @@ SUITE_MODE_CAPTIONS = {
     ("torch", "step"): "One layer (H inputs, H units) forward + backward with parameter gradients, input projection "
                        "included; `x_indrnn` = time / IndRNN's time.",
     ("torch", "fwdbwd"): "The recurrence alone through the torch adapter; `overhead_pct` = extra time over the raw "
-                         "kernels on preallocated buffers.",
+                         "kernels on preallocated buffers, `overhead_vs_fresh_pct` = extra time over the kernels "
+                         "allocating their outputs on every call (as the adapter must).",
     ("torch", "call_T1"): "Per-call cost at T=1: `overhead_us` = adapter - raw kernel.",
 }
 

@@ -359,3 +359,55 @@ def test_residual_and_dense_indrnn_train():
                 m.weight_hh.fill_(3.0)
     clip_recurrent_weights_(res)
     assert all(m.weight_hh.max() == 1.0 for m in res.modules() if isinstance(m, IndRNNRecurrence))
+
+
+def test_batch_norm_over_time_with_lengths_ignores_padding():
+    bn = BatchNormOverTime(3, momentum=1.0)
+    x = torch.randn(6, 4, 3) * 3 + 1
+    lengths = torch.tensor([6, 0, 2, 5])
+    y = bn(x, lengths)
+    valid = torch.arange(6)[:, None] < lengths[None, :]
+    rows = x[valid]
+    torch.testing.assert_close(y[valid], (rows - rows.mean(0)) / torch.sqrt(rows.var(0, unbiased=False) + bn.eps))
+    assert torch.all(y[~valid] == 0)
+    torch.testing.assert_close(bn.running_mean, rows.mean(0))  # momentum 1: exactly the valid rows' mean
+    y_bf = BatchNormOverTime(3)(x.transpose(0, 1), lengths, batch_first=True)
+    torch.testing.assert_close(y_bf.transpose(0, 1), y)
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        bn(x, torch.tensor([7, 0, 1, 1]))
+
+
+def _deep_nets(batch_first):
+    torch.manual_seed(1)
+    return (ResidualIndRNN(2, 6, num_blocks=2, dropout=0.1, batch_first=batch_first),
+            DenseIndRNN(2, growth_rate=2, block_layers=(2, 1), batch_first=batch_first))
+
+
+def test_deep_blocks_batch_first_match_time_major():
+    x = torch.randn(9, 3, 2)
+    for tm, bf in zip(_deep_nets(False), _deep_nets(True)):
+        bf.load_state_dict(tm.state_dict())
+        for net in (tm, bf):
+            net.eval()  # dropout off, running statistics: the two layouts see identical math
+        torch.testing.assert_close(bf(x.transpose(0, 1)).transpose(0, 1), tm(x))
+        tm.train(), bf.train()  # batch statistics and dropout: a [1, B, C] and a [B, 1, C] mask draw alike
+        torch.manual_seed(5)
+        want = tm(x)
+        torch.manual_seed(5)
+        torch.testing.assert_close(bf(x.transpose(0, 1)).transpose(0, 1), want)
+
+
+def test_deep_blocks_with_lengths_equal_each_sequence_alone():
+    """In eval mode a sequence's outputs depend on nothing else in the batch: with lengths, each one's valid steps
+    equal running it alone, truncated; its padding is zero."""
+    x = torch.randn(8, 4, 2)
+    lengths = torch.tensor([8, 3, 0, 5])
+    for net in _deep_nets(False):
+        net.eval()
+        y = net(x, lengths)
+        for n, length in enumerate(lengths.tolist()):
+            if length:
+                torch.testing.assert_close(y[:length, n], net(x[:length, n:n + 1])[:, 0])
+            assert torch.all(y[length:, n] == 0)
+        y.sum().backward()  # and it trains
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

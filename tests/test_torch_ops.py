@@ -311,6 +311,18 @@ def test_compile_fullgraph_matches_eager():
         torch.testing.assert_close(g, p.grad)
 
 
+def test_torch_export_keeps_the_op_and_matches_eager():
+    """torch.export traces IndRNN into a graph that calls indrnn::forward, and the exported program runs."""
+    torch.manual_seed(0)
+    model = IndRNN(3, 5, num_layers=2, batch_first=True)
+    x = torch.randn(2, 7, 3)
+    program = torch.export.export(model, (x,))
+    assert any("indrnn.forward" in str(node.target) for node in program.graph.nodes)
+    got, want = program.module()(x), model(x)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
 # ------------------------------------------------------------------------------------- eager route vs the op
 def _outputs_and_grads(case):
     opts, reverse = split(OPTIONS[case])
