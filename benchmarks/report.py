@@ -1,8 +1,8 @@
 """Turn results documents (what ``python -m benchmarks --json`` writes) into tables, plots and BENCHMARKS.md.
 
-Everything here reads only the JSON, so the report can be rebuilt without rerunning anything:
-``python -m benchmarks report --from benchmarks/results/results.json gpu.json`` (one section per document, e.g.
-the CPU run here and a GPU run made elsewhere).
+Everything here reads only the JSON, so the report can be rebuilt without rerunning anything (one section per
+document, e.g. the CPU run here and a GPU run made elsewhere):
+``python -m benchmarks report --from benchmarks/results/cpu/results.json benchmarks/results/gpu/results.json``.
 """
 
 from __future__ import annotations
