@@ -6,8 +6,8 @@ Layers of this file, top-down:
    :func:`indrnn_core.backward`. Torch allocates the outputs and the kernels fill them (``out=``); CPU tensors cross
    as NumPy views and CUDA tensors by the CUDA array interface on torch's current stream, with no copy.
    ``register_fake`` makes them traceable by ``torch.compile``; ``register_autograd`` gives gradients for x, u, b
-   and h0. The forward op also returns the final state (indexed out of h), whose gradient reaches the kernel as
-   ``grad_hn``: no [T, B, H] scatter of it in autograd.
+   and h0. The forward op also returns the final state (written by the kernel in the same pass), whose gradient
+   reaches the kernel as ``grad_hn``: no [T, B, H] scatter of it in autograd.
 2. :func:`indrnn` and :func:`indrnn_with_state` -- the functional API.
 3. Modules: :class:`IndRNN` (a drop-in for ``nn.RNN``), :class:`IndRNNCell`, :class:`IndRNNRecurrence` (the
    recurrence without input weights) and the recurrent-weight constraint helpers
@@ -40,7 +40,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 _function_mode_enabled = torch._C._is_torch_function_mode_enabled
-_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_functorch_transforms_active = torch._C._are_functorch_transforms_active
 
 import indrnn_core as _core
 
@@ -106,31 +106,16 @@ def _stream(t: Tensor):
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else None
 
 
-def _last_state(h: Tensor, h0: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
-                batch_first: bool) -> Tensor:
-    """A new ``[B, H]`` tensor (never a view of h) holding each sequence's final state: h at step ``lengths-1``
-    (step 0 when ``reverse``), or ``h0`` (zeros when None) for a sequence of length 0. Indexing only; runs inside
-    the forward op, whose backward hands the final state's gradient to the kernel as ``grad_hn``."""
-    time_dim = 1 if batch_first else 0
-    batch = h.shape[1 - time_dim]
-    if h.shape[time_dim] == 0:
-        return h0.clone() if h0 is not None else h.new_zeros((batch, h.shape[2]))
-    if lengths is None:
-        return h.select(time_dim, 0 if reverse else -1).clone()
-    lengths = lengths.to(h.device, torch.int64)  # uint8/bool would index as a mask
-    step = torch.zeros_like(lengths) if reverse else (lengths - 1).clamp(min=0)
-    index = torch.arange(batch, device=h.device)
-    last = h[index, step] if batch_first else h[step, index]
-    return torch.where((lengths > 0).unsqueeze(1), last, h0 if h0 is not None else torch.zeros_like(last))
-
-
 def _forward_impl(x: Tensor, u: Tensor, b: Optional[Tensor], h0: Optional[Tensor], lengths: Optional[Tensor],
                 activation: str, batch_first: bool, reverse: bool) -> tuple[Tensor, Tensor]:
     """(h shaped like x, final state [B, H])."""
     h = _empty(x.shape, x)
+    # (A malformed x gets an empty stand-in here: the core's validation names the problem.)
+    h_n = _empty((x.shape[0 if batch_first else 1], x.shape[2]) if x.dim() == 3 else (0, 0), x)
     _core.forward(_array(x), _array(u), _array(b), _array(h0), activation=activation, batch_first=batch_first,
-                  lengths=_array(lengths), reverse=reverse, out=_array(h), stream=_stream(x))
-    return h, _last_state(h, h0, lengths, reverse, batch_first)
+                  lengths=_array(lengths), reverse=reverse, out=_array(h), final_state_out=_array(h_n),
+                  stream=_stream(x))
+    return h, h_n
 
 
 _forward_op = torch.library.custom_op("indrnn::forward", mutates_args=())(_forward_impl)
@@ -213,9 +198,10 @@ def _eager(*tensors) -> bool:
     """Whether running the ops' Python bodies directly is indistinguishable from dispatching the ops: not under
     torch.compile/export tracing, no dispatch or function mode (fake tensors, functionalisation), and only plain
     tensors (no subclasses, no vmap/grad transforms). Anything else takes the registered ops."""
-    if torch.compiler.is_compiling() or _current_dispatch_mode() is not None or _function_mode_enabled():
+    if (torch.compiler.is_compiling() or _current_dispatch_mode() is not None or _function_mode_enabled()
+            or _functorch_transforms_active()):
         return False
-    return all(t is None or (type(t) is Tensor and not _functorch_wrapped(t)) for t in tensors)
+    return all(t is None or type(t) is Tensor for t in tensors)
 
 
 def _forward(x, u, b, h0, lengths, activation, batch_first, reverse):

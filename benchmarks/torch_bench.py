@@ -306,9 +306,8 @@ def _adapter(x, u, b, h0, grad):
 
     leaves = [t.detach().clone().requires_grad_(True) for t in (x, u, b, h0)]
 
-    def forward():
-        with torch.no_grad():
-            indrnn(x, u, b, h0)
+    def forward():  # no tensor requires grad: no autograd graph (and no no_grad() context to time)
+        indrnn(x, u, b, h0)
 
     def autograd():
         for t in leaves:

@@ -15,7 +15,7 @@ def _cuda_module(name):
 
 
 def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False,
-            out=None, stream=None):
+            out=None, final_state_out=None, stream=None):
     """Run the IndRNN recurrence over all steps: ``h_t = act(x_t + u * h_{t-1} + b)``, ``h_{-1} = h0``.
 
     Args:
@@ -25,6 +25,8 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
         lengths: [B] ints in [0, T] (host); sequence b runs over its first lengths[b] steps, the rest is 0.
         reverse: run each sequence from its last valid step down to step 0.
         out: optional writable buffer shaped like ``x`` to fill. stream: CUDA stream (int handle or Numba stream).
+        final_state_out: optional writable [B, H] buffer that also receives each sequence's final state, as
+            :func:`final_state` defines it, written by the same kernel pass.
 
     Returns:
         h: every step's output, shaped like ``x``, on the device of ``x`` (``out`` when given).
@@ -48,15 +50,17 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
     v.check_shape("b", b, (H,))
     v.check_shape("h0", h0, (B, H))
     lengths = v.host_lengths(lengths, T, B)
+    final = None if final_state_out is None else v.check_out("final_state_out", final_state_out, (B, H), dtype,
+                                                             device)
     if device == "cpu":
         if out is None:
             out = np.empty(x.shape, dtype=dtype)
         v.check_out("out", out, x.shape, dtype, device)
-        cpu.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out)
+        cpu.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final)
         return out
     out_arr = cuda.device_empty(x.shape, dtype, stream) if out is None else out
     out_view = v.check_out("out", out_arr, x.shape, dtype, device)
-    cuda.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out_view, stream)
+    cuda.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out_view, final, stream)
     return out_arr
 
 

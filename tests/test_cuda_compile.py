@@ -15,7 +15,7 @@ for dt in (types.float32, types.float64):
     A3, A2, A1 = (types.Array(dt, n, "C") for n in (3, 2, 1))
     L, b, i = types.Array(types.int64, 1, "C"), types.boolean, types.int64
     sigs = {
-        "_forward_kernel": (A3, A1, A1, b, A2, b, L, b, b, i, b, A3),
+        "_forward_kernel": (A3, A1, A1, b, A2, b, L, b, b, i, b, A3, A2, b),
         "_backward_kernel": (A3, A3, A1, A2, b, L, b, b, i, b, A2, b, A3, A3, A2),
         "_sum_rows_kernel": (A3, A1, A1),
         "_final_state_kernel": (A3, A2, b, L, b, b, b, A2),

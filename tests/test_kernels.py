@@ -14,13 +14,17 @@ from indrnn_core.testing import check_gradients, core_forward, core_vjp, default
 SIZES = {"cpu": dict(max_steps=12, max_batch=5, max_hidden=9), "cuda": dict(max_steps=5, max_batch=3, max_hidden=5)}
 
 
-def run(device, p, out_nan=True):
-    """Forward + backward of problem ``p`` on ``device``, returned as NumPy arrays."""
+def run(device, p, out_nan=True, final=None):
+    """Forward + backward of problem ``p`` on ``device``, returned as NumPy arrays. ``final``: a list that receives
+    the final states the forward pass writes into a NaN-filled ``final_state_out``."""
     opts = p.options()
     put = device.put
     out = put(nan_like(p.x)) if out_nan else None
-    h = indrnn_core.forward(put(p.x), put(p.u), put(p.b), put(p.h0), out=out, **opts)
     T, B, H = p.shape
+    final_out = None if final is None else put(np.full((B, H), np.nan, p.dtype))
+    h = indrnn_core.forward(put(p.x), put(p.u), put(p.b), put(p.h0), out=out, final_state_out=final_out, **opts)
+    if final is not None:
+        final.append(device.get(final_out))
     grads_out = tuple(put(np.full(s, np.nan, p.dtype)) for s in (p.x.shape, (H,), (H,), (B, H))) if out_nan else None
     # On CUDA, a NaN-filled caller workspace must be fully overwritten before the partial sums read it.
     workspace = put(np.full((2, B, H), np.nan, p.dtype)) if out_nan and device.kind == "cuda" else None
@@ -42,9 +46,12 @@ def assert_close(actual, expected, dtype, name):
 def test_matches_reference_for_every_option(device, data):
     p = data.draw(problems(**SIZES[device.kind]))
     out_nan = data.draw(st.booleans())
-    h, grads = run(device, p, out_nan)
+    final = []
+    h, grads = run(device, p, out_nan, final)
     p64 = p.astype(np.float64)
     ref_h = reference.forward(p64.x, p64.u, p64.b, p64.h0, **p.options())
+    assert_close(final[0], reference.final_state(ref_h, p64.h0, p.lengths, p.reverse, p.batch_first), p.dtype,
+                 "final state")
     ref_grads = reference.backward(p64.grad_h, ref_h, p64.u, p64.h0, grad_hn=p64.grad_hn, **p.options())
     assert h.dtype == p.dtype and all(g.dtype == p.dtype for g in grads)
     assert_close(h, ref_h, p.dtype, "h")
@@ -83,6 +90,7 @@ def test_gradients_match_finite_differences_cuda(problem):
 EDGE_CASES = {
     # id: (T, B, H, lengths, reverse)
     "T1-B1-H1": (1, 1, 1, None, False),
+    "T0": (0, 2, 3, None, False),
     "all-lengths-zero": (4, 3, 2, [0, 0, 0], False),
     "all-lengths-zero-reverse": (4, 3, 2, [0, 0, 0], True),
     "lengths-0-and-T-reverse": (5, 3, 3, [5, 0, 2], True),
@@ -107,8 +115,11 @@ def test_edge_cases(device, case, dtype, batch_first):
                 h0=rng.uniform(-1, 1, (B, H)), grad_h=rng.uniform(-1, 1, shape), grad_hn=rng.uniform(-1, 1, (B, H)),
                 activation="relu", batch_first=batch_first,
                 lengths=None if lengths is None else np.array(lengths), reverse=reverse).astype(dtype)
-    h, grads = run(device, p)
+    final = []
+    h, grads = run(device, p, final=final)
     ref_h = reference.forward(p.x, p.u, p.b, p.h0, **p.options())
+    assert_close(final[0], reference.final_state(ref_h, p.h0, p.lengths, p.reverse, p.batch_first), dtype,
+                 "final state")
     ref = reference.backward(p.grad_h, ref_h, p.u, p.h0, grad_hn=p.grad_hn, **p.options())
     assert_close(h, ref_h, dtype, "h")
     for name, g, r in zip(("gx", "gu", "gb", "gh0"), grads, ref):
@@ -280,3 +291,17 @@ def test_identity_recurrence_closed_form(device):
     x = np.ones((T, 1, 1))
     h = device.get(indrnn_core.forward(device.put(x), device.put(np.array([0.5])), activation="identity"))
     np.testing.assert_allclose(h[:, 0, 0], 2.0 - 0.5 ** np.arange(T), rtol=1e-15)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_final_state_out_may_overwrite_h0_in_place(device, reverse):
+    """Carrying a state across calls in place: ``final_state_out`` may be the very ``h0`` buffer being read."""
+    rng = np.random.default_rng(3)
+    x, u, state = rng.uniform(-1, 1, (5, 3, 4)), rng.uniform(-1, 1, 4), rng.uniform(-1, 1, (3, 4))
+    lengths = np.array([5, 0, 1])
+    ref_h = reference.forward(x, u, None, state, lengths=lengths, reverse=reverse)
+    want = reference.final_state(ref_h, state, lengths, reverse)
+    d_state = device.put(state.copy())
+    indrnn_core.forward(device.put(x), device.put(u), None, d_state, lengths=lengths, reverse=reverse,
+                        final_state_out=d_state)
+    np.testing.assert_allclose(device.get(d_state) if device.kind == "cuda" else d_state, want, rtol=1e-12)

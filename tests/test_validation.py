@@ -43,6 +43,12 @@ FORWARD_CASES = {
     "out-shape": (dict(out=np.empty((T, B, H + 1))), ValueError, "out must have shape (4, 3, 2)"),
     "out-dtype": (dict(out=np.empty((T, B, H), np.float32)), TypeError, "out must have dtype float64"),
     "out-list": (dict(out=[0.0]), TypeError, "out must be a NumPy array"),
+    "final-state-out-shape": (dict(final_state_out=np.empty((B, H + 1))), ValueError,
+                              "final_state_out must have shape (3, 2)"),
+    "final-state-out-dtype": (dict(final_state_out=np.empty((B, H), np.float32)), TypeError,
+                              "final_state_out must have dtype float64"),
+    "final-state-out-read-only": (dict(final_state_out=read_only(np.empty((B, H)))), ValueError,
+                                  "final_state_out must be writable"),
 }
 
 

@@ -90,9 +90,10 @@ def _backward_row(act, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one):
 
 
 @njit(inline="always")
-def _forward_rows(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, lo, hi):
+def _forward_rows(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, lo, hi):
     """Sequences lo..hi-1. ``row`` is ``_row_time_major`` or ``_row_batch_first``, passed as a function so each
-    layout compiles its own loop (a runtime layout switch per row defeats vectorisation)."""
+    layout compiles its own loop (a runtime layout switch per row defeats vectorisation). With ``write_final``,
+    ``final[n]`` [B, H] receives sequence n's final state: its last visited row, or h0[n] when it has no steps."""
     T = x.shape[1] if batch_first else x.shape[0]
     one = u.dtype.type(1)
     for i in range(T * (hi - lo)):
@@ -100,6 +101,8 @@ def _forward_rows(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, 
         length = lengths[n]
         if s >= length:
             row(out, s, n)[:] = 0
+            if write_final and s == 0:
+                final[n, :] = h0[n]
             continue
         t = length - 1 - s if reverse else s
         xt = row(x, t, n)
@@ -109,26 +112,30 @@ def _forward_rows(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, 
         else:
             prev = row(out, t + 1 if reverse else t - 1, n)
         _forward_row(act, xt, prev, u, bias, ht, one)
+        if write_final and s == length - 1:
+            final[n, :] = ht
 
 
 @njit(cache=True, parallel=True)
-def _forward_parallel(x, u, bias, h0, lengths, reverse, act, batch_first, out, chunks):
+def _forward_parallel(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, chunks):
     B = lengths.shape[0]
     for c in prange(chunks):
         lo, hi = c * B // chunks, (c + 1) * B // chunks
         if batch_first:
-            _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, lo, hi)
+            _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
+                          lo, hi)
         else:
-            _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, lo, hi)
+            _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
+                          lo, hi)
 
 
 @njit(cache=True)
-def _forward_serial(x, u, bias, h0, lengths, reverse, act, batch_first, out):
+def _forward_serial(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final):
     B = lengths.shape[0]
     if batch_first:
-        _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, 0, B)
+        _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final, 0, B)
     else:
-        _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, 0, B)
+        _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final, 0, B)
 
 
 _FLUSH_STEPS = 64
@@ -230,20 +237,25 @@ def _chunks(x, batch):
     return max(1, min(batch, numba.get_num_threads()))
 
 
-def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out):
-    """Fill ``out`` (``x``'s shape: [T, B, H], or [B, T, H] when ``batch_first``) with the recurrence over ``x``.
-    ``u`` [H]; ``b`` [H] and ``h0`` [B, H] may be None (zeros); ``lengths`` int64 [B]; ``act`` an ACT_* code.
-    Inputs must already be validated."""
+def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None):
+    """Fill ``out`` (``x``'s shape: [T, B, H], or [B, T, H] when ``batch_first``) with the recurrence over ``x``,
+    and ``final`` [B, H] (when given) with each sequence's final state. ``u`` [H]; ``b`` [H] and ``h0`` [B, H] may
+    be None (zeros); ``lengths`` int64 [B]; ``act`` an ACT_* code. Inputs must already be validated."""
     B, H = lengths.shape[0], u.shape[0]
     if b is None:
         b = np.zeros(H, dtype=u.dtype)
     if h0 is None:
         h0 = np.zeros((B, H), dtype=u.dtype)
+    write_final = final is not None
+    if not write_final:
+        final = np.empty((1, 1), dtype=u.dtype)  # a stand-in of the right type (h0 may be read-only), never written
+    elif x.size == 0:  # no step is visited: the final state is h0 (zeros when None)
+        final[...] = h0
     chunks = _chunks(x, B)
     if chunks == 1:
-        _forward_serial(x, u, b, h0, lengths, reverse, act, batch_first, out)
+        _forward_serial(x, u, b, h0, lengths, reverse, act, batch_first, out, final, write_final)
     else:
-        _forward_parallel(x, u, b, h0, lengths, reverse, act, batch_first, out, chunks)
+        _forward_parallel(x, u, b, h0, lengths, reverse, act, batch_first, out, final, write_final, chunks)
 
 
 def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):

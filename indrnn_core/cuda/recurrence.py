@@ -40,7 +40,8 @@ def _visit_time(s, length, reverse):
 
 
 @cuda.jit
-def _forward_kernel(x, u, bias, has_bias, h0, has_h0, lengths, has_lengths, reverse, act, batch_first, out):
+def _forward_kernel(x, u, bias, has_bias, h0, has_h0, lengths, has_lengths, reverse, act, batch_first, out,
+                    final, has_final):
     i = cuda.grid(1)
     B, H = x.shape[0] if batch_first else x.shape[1], u.shape[0]
     if i >= B * H:
@@ -69,6 +70,8 @@ def _forward_kernel(x, u, bias, has_bias, h0, has_h0, lengths, has_lengths, reve
         _store(out, batch_first, t, n, j, prev)
     for s in range(length, T):  # padding
         _store(out, batch_first, s, n, j, zero)
+    if has_final:  # the last visited step's output, or h0 (zeros) when the sequence has no steps
+        final[n, j] = prev
 
 
 @cuda.jit
@@ -225,8 +228,9 @@ def _device_lengths(lengths, T, stream):
     return cuda.to_device(lengths, stream=stream), True
 
 
-def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, stream=None):
-    """Fill device array ``out`` (``x``'s shape) with the recurrence; see ``indrnn_core.cpu.forward_into``."""
+def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None, stream=None):
+    """Fill device array ``out`` (``x``'s shape) with the recurrence, and ``final`` [B, H] (when given) with each
+    sequence's final state; see ``indrnn_core.cpu.forward_into``."""
     stream = _stream(stream)
     T = x.shape[1] if batch_first else x.shape[0]
     B, H = lengths.shape[0], u.shape[0]
@@ -236,8 +240,9 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, stream=No
     h0, has_h0 = _placeholder(h0, u.dtype, 2)
     d_lengths, has_lengths = _device_lengths(lengths, T, stream)
     blocks, tpb = _grid(B * H)
+    final, has_final = _placeholder(final, u.dtype, 2)
     _forward_kernel[blocks, tpb, stream](x, u, b, has_b, h0, has_h0, d_lengths, has_lengths, reverse, act,
-                                         batch_first, out)
+                                         batch_first, out, final, has_final)
 
 
 def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0, stream=None,
