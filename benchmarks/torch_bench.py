@@ -38,6 +38,7 @@ import numpy as np
 
 TARGET_OVERHEAD_PCT = 10.0  # adapter fwd+bwd over the raw kernels, at T=784, B=64, H=128 float32
 TARGET_CALL_US = 50.0  # adapter per-call overhead at T=1
+OVERHEAD_ROUNDS = 15  # paired rounds (at least) behind each fwd+bwd overhead figure
 TARGET_SHAPE = (784, 64, 128)
 CALLS_PER_SAMPLE = 100  # T=1 calls per timed sample
 
@@ -324,8 +325,9 @@ def _overhead_rows(shape: _Shape, device: str, dtype: str, repeats: int, max_sec
     fresh = _raw_allocating(*inp)
     names = ("core kernels (out=)", "core kernels (fresh outputs)", "indrnn::forward + indrnn::backward",
              "indrnn() + autograd")
-    t = _measure(dict(zip(names, (raw, fresh, ops, autograd))), repeats, device, max_seconds=max_seconds,
-                 events=True)
+    # A few percent is the quantity here: more paired rounds than the other rows (each round is short).
+    t = _measure(dict(zip(names, (raw, fresh, ops, autograd))), max(repeats, OVERHEAD_ROUNDS), device,
+                 max_seconds=max_seconds, events=True)
     rows = [_row(names[0], shape, shape.T, dtype, device, "fwdbwd", _public(t[names[0]]))]
     for name in names[1:]:
         extra = {} if name == names[1] else {
