@@ -27,12 +27,11 @@ Example::
 """
 from __future__ import annotations
 
-import ctypes
 import math
-import sys
 from collections.abc import Sequence
 from typing import Optional, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -56,39 +55,23 @@ _RecurrentRange = tuple[float, float]
 # ----------------------------------------------------------------------------------------------------------------
 # 1. Custom ops
 # ----------------------------------------------------------------------------------------------------------------
-def _load_madvise():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    madvise.argtypes, madvise.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int
-    return madvise
-
-
-_MADVISE = _load_madvise()
-_MADV_HUGEPAGE, _HUGE_PAGE, _HUGE_MIN_BYTES = 14, 2 << 20, 4 << 20
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _empty(shape, like: Tensor) -> Tensor:
     """Allocate an output the kernel fills (a seam: tests replace it to fill fresh outputs with NaN).
 
-    Large CPU outputs get ``madvise(MADV_HUGEPAGE)``, as NumPy does for its own arrays: torch's CPU allocator has no
-    cache, so each [T, B, H] output is often fresh memory from the OS, and faulting it in by 4 KiB pages (~13k faults
-    per fwd+bwd at T=784, B=64, H=128) cost up to +50% over the kernels alone; with 2 MiB pages the cost vanishes."""
-    # empty_like/new_empty take half the time of torch.empty(shape, dtype=, device=): it shows at T=1.
-    t = (torch.empty_like(like, memory_format=torch.contiguous_format) if shape == like.shape
-         else like.new_empty(shape))
-    if _MADVISE is not None and not t.is_cuda:
-        nbytes = t.nbytes
-        if nbytes >= _HUGE_MIN_BYTES:
-            start = t.data_ptr()
-            aligned = (start + _HUGE_PAGE - 1) & -_HUGE_PAGE
-            length = (start + nbytes - aligned) & -_HUGE_PAGE
-            if length > 0:
-                _MADVISE(aligned, length, _MADV_HUGEPAGE)  # advice only: a failure changes nothing
-    return t
+    Large CPU outputs come from ``indrnn_core.host_cache`` (as ``torch.from_numpy`` tensors): torch's CPU allocator
+    has no cache, so each [T, B, H] output would be fresh pages from the OS, faulted in and zeroed by the kernel's
+    first touch -- +60-80% over the kernels alone at T=1000, B=256, H=256. Other dtypes (the kernels reject them)
+    and small outputs take torch's allocator."""
+    if like.is_cpu and like.dtype in _NUMPY_DTYPES:
+        nbytes = like.element_size() * math.prod(shape)
+        if nbytes >= _core.host_cache.min_bytes:
+            return torch.from_numpy(_core.host_cache.empty(shape, _NUMPY_DTYPES[like.dtype]))
+    # empty_like/new_empty cost less than torch.empty(shape, dtype=, device=): it shows at T=1.
+    return (torch.empty_like(like, memory_format=torch.contiguous_format) if shape == like.shape
+            else like.new_empty(shape))
 
 
 def _array(t: Optional[Tensor]):

@@ -20,8 +20,12 @@ SUITE_MODE_CAPTIONS = {
     ("torch", "step"): "One layer (H inputs, H units) forward + backward with parameter gradients, input projection "
                        "included; `x_indrnn` = time / IndRNN's time.",
     ("torch", "fwdbwd"): "The recurrence alone through the torch adapter; `overhead_pct` = extra time over the raw "
-                         "kernels on preallocated buffers, `overhead_vs_fresh_pct` = extra time over the kernels "
-                         "allocating their outputs on every call (as the adapter must).",
+                         "kernels on preallocated buffers, `overhead_vs_allocating_pct` = extra time over the kernels "
+                         "allocating their outputs on every call (`out=None`, as the adapter must; on the CPU large "
+                         "outputs come from `indrnn_core.host_cache`, and the no-cache row shows fresh pages from "
+                         "the OS instead). The autograd floor row is "
+                         "the kernels on preallocated buffers inside a bare `autograd.Function`: torch's own "
+                         "per-op autograd cost, which any autograd-integrated op pays.",
     ("torch", "call_T1"): "Per-call cost at T=1: `overhead_us` = adapter - raw kernel.",
 }
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from . import cpu
 from . import _validate as v
+from ._host_cache import host_cache
 
 
 def _cuda_module(name):
@@ -54,7 +55,7 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
                                                              device)
     if device == "cpu":
         if out is None:
-            out = np.empty(x.shape, dtype=dtype)
+            out = host_cache.empty(x.shape, dtype)
         v.check_out("out", out, x.shape, dtype, device)
         cpu.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final)
         return out
@@ -103,7 +104,7 @@ def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, len
     lengths = v.host_lengths(lengths, T, B)
     shapes = (h.shape, (H,), (H,), (B, H))
     if device == "cpu":
-        out = tuple(np.empty(s, dtype=dtype) if o is None else o for o, s in zip(out, shapes))
+        out = tuple(host_cache.empty(s, dtype) if o is None else o for o, s in zip(out, shapes))
     else:
         out = tuple(cuda.device_empty(s, dtype, stream) if o is None else o for o, s in zip(out, shapes))
     views = [v.check_out(f"out[{i}] ({name})", o, s, dtype, device)

@@ -38,6 +38,8 @@ def device_of(name, a):
 
 def common_device(named_arrays):
     """The one device of all non-None arrays in ``named_arrays`` ({name: array}); ValueError if they differ."""
+    if all(a is None or type(a) is np.ndarray for a in named_arrays.values()):
+        return "cpu"  # the common case, checked first: it is on every CPU call's path
     devices = {name: device_of(name, a) for name, a in named_arrays.items() if a is not None}
     if len(set(devices.values())) > 1:
         where = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
@@ -52,7 +54,7 @@ def check_dtype(named_arrays):
     for name, a in named_arrays.items():
         if a is None:
             continue
-        dt = np.dtype(a.dtype)
+        dt = a.dtype if type(a) is np.ndarray else np.dtype(a.dtype)
         if dt not in FLOAT_DTYPES:
             raise TypeError(f"{name} must have dtype float32 or float64, got {dt}")
         if dtype is None:
@@ -92,7 +94,7 @@ def host_lengths(lengths, T, B):
     """``lengths`` as a host int64 [B] array with values in [0, T] (all T when None). Accepts a NumPy integer
     array, a sequence of ints, or an integer CUDA array (copied to the host to be checked)."""
     if lengths is None:
-        return np.full(B, T, dtype=np.int64)
+        return _full_lengths(B, T)
     if is_cuda_array(lengths):
         from . import cuda as _cuda
 
@@ -114,6 +116,18 @@ def host_lengths(lengths, T, B):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+_FULL_LENGTHS = {}  # (B, T) -> int64 [B] of T: read by the kernels only, so one array serves every call
+
+
+def _full_lengths(B, T):
+    arr = _FULL_LENGTHS.get((B, T))
+    if arr is None:
+        if len(_FULL_LENGTHS) >= 64:  # shapes seen recently; dropping them all is always safe
+            _FULL_LENGTHS.clear()
+        arr = _FULL_LENGTHS[(B, T)] = np.full(B, T, dtype=np.int64)
+    return arr
+
+
 def check_writable(name, a):
     if isinstance(a, np.ndarray):
         writable = a.flags.writeable
@@ -128,6 +142,13 @@ def check_writable(name, a):
 def check_out(name, a, shape, dtype, device):
     """An ``out=`` buffer: right type, device, shape, dtype, and writable. Returns it as the kernels take it (a
     Numba view of a CUDA buffer)."""
+    if type(a) is np.ndarray and device == "cpu":  # the common case first: it is on every CPU call's path
+        if not a.flags.writeable:
+            raise ValueError(f"{name} must be writable, got a read-only array")
+        check_shape(name, a, shape)
+        if a.dtype != dtype:
+            raise TypeError(f"{name} must have dtype {dtype}, got {a.dtype}")
+        return a
     if device_of(name, a) != device:
         raise ValueError(f"{name} must be on {device} like the inputs, got an array on {device_of(name, a)}")
     check_writable(name, a)  # on the caller's object: its __cuda_array_interface__ carries the read-only flag

@@ -6,6 +6,7 @@ subprocess from the repository root, exactly as a user would.
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -178,3 +179,22 @@ def test_a_suite_joins_with_one_module(tmp_path):
     assert [g["suite"] for g in doc["gates"]] == ["core", "torch"]
     (row,) = [r for r in doc["results"] if r["suite"] == "torch"]
     assert row["impl"] == "stand-in" and row["config"] == "tiny" and row["device"] == "cpu" and row["repeats"] == 2
+
+
+def test_torch_suite_rows(tmp_path):
+    """The real PyTorch suite at the tiny config: its gate passes and every row the report relies on is there."""
+    proc = _run(["--config", "tiny", "--repeats", "1", "--max-seconds", "0.5", "--json", str(tmp_path / "t.json")],
+                code="import sys; from benchmarks.torch_bench import main; sys.exit(main(sys.argv[1:]))",
+                timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "t.json").read_text())
+    impls = {r["mode"]: set() for r in doc["rows"]}
+    for r in doc["rows"]:
+        impls[r["mode"]].add(r["impl"])
+    assert impls["step"] == {"IndRNN (indrnn_core)", "nn.RNN(relu)", "nn.LSTM", "plain-loop IndRNN"}
+    assert impls["fwdbwd"] == {
+        "core kernels (out=)", "core kernels (out=None)", "core kernels (out=None, no host cache)",
+        "autograd floor (bare Function, out=)", "indrnn::forward + indrnn::backward", "indrnn() + autograd"}
+    adapter = next(r for r in doc["rows"] if r["impl"] == "indrnn() + autograd")
+    assert math.isfinite(adapter["overhead_pct"]) and math.isfinite(adapter["overhead_vs_allocating_pct"])
+    assert [t["name"] for t in doc["targets"]] == ["adapter per-call overhead at T=1 (B=3, H=8)"]

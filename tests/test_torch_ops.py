@@ -187,11 +187,12 @@ def test_grad_of_final_state_only():
     torch.testing.assert_close(h0.grad[1], torch.ones(4, dtype=torch.float64))  # length 0: h_n is h0
 
 
-def test_large_outputs_with_real_allocator(monkeypatch):
-    """The real allocation path (large CPU outputs get the huge-page advice) with outputs big enough to take it."""
+def test_large_outputs_come_from_the_host_cache(monkeypatch):
+    """The real allocation path with outputs big enough for ``indrnn_core.host_cache``: results are right, a live
+    output is never handed out again, and a dead one's memory is reused by the next call."""
     monkeypatch.setattr(adapter, "_empty", REAL_EMPTY)
     x, u, b, h0, n = make(40, 64, 512, dtype=torch.float32, lengths=True, requires_grad=True)  # 5 MiB
-    assert x.nbytes >= adapter._HUGE_MIN_BYTES
+    assert x.nbytes >= indrnn_core.host_cache.min_bytes
     h, hn = indrnn_with_state(x, u, b, h0, lengths=n)
     (h.sum() + hn.sum()).backward()
     want = reference.forward(np64(x), np64(u), np64(b), np64(h0), lengths=n.numpy())
@@ -199,6 +200,18 @@ def test_large_outputs_with_real_allocator(monkeypatch):
     gx = reference.backward(np.ones_like(want), want, np64(u), np64(h0), lengths=n.numpy(),
                             grad_hn=np.ones((64, 512)))[0]
     np.testing.assert_allclose(np64(x.grad), gx, rtol=1e-4, atol=1e-4)
+
+    kept = h.detach().clone()
+    with torch.no_grad():
+        h2 = indrnn(x * 2, u, b, h0, lengths=n)  # h and x.grad are alive: h2 must be new memory
+    assert h2.data_ptr() not in (h.data_ptr(), x.grad.data_ptr())
+    torch.testing.assert_close(h, kept, rtol=0, atol=0)
+    address = h2.data_ptr()
+    del h2
+    with torch.no_grad():
+        h3 = indrnn(x, u, b, h0, lengths=n)
+    assert h3.data_ptr() == address  # the dead output's block, already faulted in
+    torch.testing.assert_close(h3, kept, rtol=0, atol=0)
 
 
 def test_empty_sequence():

@@ -1,0 +1,108 @@
+"""``indrnn_core.host_cache``: large outputs reuse the memory of dead ones, and never of live ones."""
+import gc
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import indrnn_core
+from indrnn_core import reference
+from indrnn_core._host_cache import HostCache
+
+KIB = 1 << 10
+
+
+def _span(a):
+    start = a.__array_interface__["data"][0]
+    return start, start + a.nbytes
+
+
+def _overlap(a, b):
+    (s1, e1), (s2, e2) = _span(a), _span(b)
+    return s1 < e2 and s2 < e1
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 5), st.integers(0, 7)), min_size=1, max_size=40),
+       st.sampled_from([0, 8 * KIB, 64 * KIB]))
+def test_live_arrays_never_share_memory(ops, max_idle):
+    """Any sequence of allocations and releases: live arrays are disjoint and keep their contents, and the idle
+    bytes stay within the cap."""
+    cache = HostCache(max_idle_bytes=max_idle, min_bytes=1 * KIB)
+    live, tag = [], 0
+    for allocate, size, pick in ops:
+        if allocate or not live:
+            a = cache.empty((1 + size, 256), np.float32)  # 1 KiB .. 6 KiB: requests of different classes
+            tag += 1
+            a.fill(tag)
+            live.append((a, tag))
+        else:
+            live.pop(pick % len(live))
+        for i, (a, t) in enumerate(live):
+            assert (a == t).all()
+            assert not any(_overlap(a, b) for b, _ in live[i + 1:])
+        assert cache.idle_bytes <= max_idle
+        assert cache.idle_bytes == sum(block.nbytes for block, _ in cache._idle)
+
+
+def test_views_keep_the_block_alive():
+    cache = HostCache(min_bytes=0)
+    a = cache.empty((4, 8), np.float64)
+    view = a[1:3]
+    address = _span(a)[0]
+    del a
+    b = cache.empty((4, 8), np.float64)  # the block is still viewed: it must not come back
+    assert _span(b)[0] != address
+    del view
+    gc.collect()
+    c = cache.empty((4, 8), np.float64)
+    assert _span(c)[0] == address
+
+
+def test_torch_tensors_keep_the_block_alive():
+    torch = pytest.importorskip("torch")
+    cache = HostCache(min_bytes=0)
+    t = torch.from_numpy(cache.empty((16,), np.float32))
+    address = t.data_ptr()
+    assert _span(cache.empty((16,), np.float32))[0] != address
+    del t
+    assert _span(cache.empty((16,), np.float32))[0] == address
+
+
+def test_reuse_bounds_and_cap():
+    cache = HostCache(max_idle_bytes=100 * KIB, min_bytes=4 * KIB)
+    small = cache.empty((1000,), np.uint8)  # under min_bytes: plain NumPy, owns its memory
+    assert small.base is None and small.flags.owndata
+    a = cache.empty((64 * KIB,), np.uint8)
+    address = _span(a)[0]
+    del a
+    assert cache.idle_bytes == 64 * KIB
+    big = cache.empty((96 * KIB,), np.uint8)  # larger than the idle block: a new one
+    assert _span(big)[0] != address
+    tiny = cache.empty((40 * KIB,), np.uint8)  # would waste over a quarter of the idle block: a new one
+    assert _span(tiny)[0] != address
+    close = cache.empty((56 * KIB,), np.uint8)  # within a quarter: reused
+    assert _span(close)[0] == address
+    del big, tiny, close  # 96 + 40 + 64 KiB returned: the oldest go beyond the 100 KiB cap
+    assert cache.idle_bytes <= 100 * KIB
+    cache.clear()
+    assert cache.idle_bytes == 0
+
+
+def test_core_outputs_overwrite_reused_memory(monkeypatch):
+    """The core's own outputs (out=None) come from the cache: a reused block full of NaN is entirely rewritten."""
+    monkeypatch.setattr(indrnn_core.host_cache, "min_bytes", 0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 3, 5))
+    u, b, h0 = rng.uniform(0, 1, 5), rng.standard_normal(5), rng.standard_normal((3, 5))
+    lengths = np.array([7, 0, 4])
+    g = rng.standard_normal(x.shape)
+    for _ in range(2):  # the second round gets the first round's blocks back, full of NaN
+        h = indrnn_core.forward(x, u, b, h0, lengths=lengths)
+        grads = indrnn_core.backward(g, h, u, h0, lengths=lengths)
+        np.testing.assert_allclose(h, reference.forward(x, u, b, h0, lengths=lengths), rtol=1e-12, atol=1e-12)
+        want = reference.backward(g, reference.forward(x, u, b, h0, lengths=lengths), u, h0, lengths=lengths)
+        for got, exp in zip(grads, want):
+            np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-12)
+        for a in (h, *grads):
+            a.fill(np.nan)
+        del h, grads, a
