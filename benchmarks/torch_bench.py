@@ -9,8 +9,8 @@ hidden units, time-major):
 * ``mode="fwdbwd"``: the recurrence alone: the raw kernels (``indrnn_core.forward`` + ``backward`` on preallocated
   arrays), the autograd floor (the same kernels and buffers inside a bare ``autograd.Function``: what torch's
   autograd alone adds), the two custom ops called directly (torch allocates the outputs), and the functional
-  ``indrnn`` through autograd. ``overhead_pct`` = extra time over the raw kernels on preallocated buffers (target: < 10% at T=784,
-  B=64, H=128); ``overhead_vs_allocating_pct`` = the same over the kernels allocating their outputs on each call
+  ``indrnn`` through autograd. ``overhead_pct`` = extra time over the raw kernels on preallocated buffers (target:
+  < 10% at T=784, B=64, H=128); ``overhead_vs_allocating_pct`` = the same over the kernels allocating their outputs on each call
   (``out=None``), which the adapter must do too. On the CPU, large outputs come from ``indrnn_core.host_cache``; the
   "no cache" row shows what fresh pages from the OS cost instead.
 * ``mode="call_T1"``: per-call time at T=1 (same B, H) of the raw kernel and of the adapter, forward (no grad) and

@@ -9,8 +9,8 @@ NumPy arrays run on the CPU kernels (``indrnn_core.cpu``); CUDA arrays (``__cuda
 kernels (``indrnn_core.cuda``, imported only when needed). ``indrnn_core.reference`` is the float64 NumPy spec,
 ``indrnn_core.init`` has the papers' initialisation and clipping of ``u``, ``indrnn_core.testing`` has hypothesis
 strategies and a gradient checker, ``indrnn_core.adapters`` the framework skins. Large CPU outputs allocated here
-come from ``indrnn_core.host_cache``, which reuses the memory of dead ones (see ``indrnn_core._host_cache``). Importing this package imports no
-framework and not ``numba.cuda``.
+come from ``indrnn_core.host_cache``, which reuses the memory of dead ones (see ``indrnn_core._host_cache``).
+Importing this package imports no framework and not ``numba.cuda``.
 """
 
 from . import init, reference
