@@ -299,8 +299,13 @@ def test_cuda_module_matches_cpu():
 
 
 # -------------------------------------------------------------------------------------------------- compile
-def test_compile_fullgraph_matches_eager():
-    """A small model over the ops compiles with no graph break (fullgraph) and gives eager's outputs and grads."""
+@pytest.mark.parametrize("outputs", ["nan_filled", "host_cache"])
+def test_compile_fullgraph_matches_eager(outputs, monkeypatch):
+    """A small model over the ops compiles with no graph break (fullgraph) and gives eager's outputs and grads;
+    also with every CPU output from ``indrnn_core.host_cache`` (``torch.from_numpy`` tensors) inside the graph."""
+    if outputs == "host_cache":
+        monkeypatch.setattr(adapter, "_empty", REAL_EMPTY)
+        monkeypatch.setattr(indrnn_core.host_cache, "min_bytes", 0)
     torch.manual_seed(0)
 
     class Model(torch.nn.Module):
