@@ -360,7 +360,9 @@ class IndRNN(_RecurrentMixin, nn.Module):
     vector u) and, with ``bias``, ``bias_ih_l{k}`` ``[H]`` (added inside the kernel; initialised to 0).
 
     Inputs: ``input`` ``[T, B, in]`` (``[B, T, in]`` with batch_first), ``[T, in]`` unbatched, or a
-    ``PackedSequence``; ``h0`` ``[num_layers * num_directions, B, H]`` or None (zeros).
+    ``PackedSequence``; ``h0`` ``[num_layers * num_directions, B, H]`` or None (zeros); ``lengths`` ``[B]`` or
+    None: valid steps per sequence of a padded batch (the same result as packing it, and traceable by
+    ``torch.compile``).
     Outputs: ``output`` ``[T, B, num_directions * H]`` (packed if the input was), ``h_n``
     ``[num_layers * num_directions, B, H]``.
 
@@ -436,9 +438,15 @@ class IndRNN(_RecurrentMixin, nn.Module):
             s += f", recurrent_bound={self.recurrent_bound:g}"
         return s
 
-    def forward(self, input: Union[Tensor, PackedSequence], h0: Optional[Tensor] = None):
+    def forward(self, input: Union[Tensor, PackedSequence], h0: Optional[Tensor] = None, lengths=None):
+        """``(output, h_n)`` as ``nn.RNN``. ``lengths`` (an extension, for padded batches without packing, e.g.
+        under ``torch.compile``, which cannot trace ``pack_padded_sequence``): ``[B]`` valid steps per sequence of
+        a batched tensor input; the result equals packing the batch (outputs past a sequence's end are 0, ``h_n``
+        is each sequence's last valid step; the backward direction starts there)."""
         packed = isinstance(input, PackedSequence)
         weight = self.weight_ih_l0
+        if lengths is not None and (packed or not isinstance(input, Tensor) or input.dim() != 3):
+            raise ValueError("lengths is for a batched (3-D) tensor input; a PackedSequence carries its own lengths")
         if packed:
             if input.data.dim() != 2 or input.data.shape[-1] != self.input_size:
                 raise ValueError(f"input (PackedSequence) must have feature size input_size={self.input_size}, "
@@ -453,7 +461,7 @@ class IndRNN(_RecurrentMixin, nn.Module):
                                  f"batch_first, [T, {self.input_size}] unbatched), got {tuple(input.shape)}")
             unbatched = input.dim() == 2
             x = input.unsqueeze(1) if unbatched else input
-            batch_first, lengths = self.batch_first and not unbatched, None
+            batch_first, lengths = self.batch_first and not unbatched, _as_lengths(lengths)
         if x.dtype != weight.dtype:
             raise TypeError(f"input has dtype {x.dtype} but the module's parameters are {weight.dtype}")
         if x.device != weight.device:

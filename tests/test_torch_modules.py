@@ -127,6 +127,43 @@ def test_packed_sequence_equals_each_sequence_alone(bidirectional):
         torch.testing.assert_close(got[name], want[name], msg=name)
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_lengths_equal_packing(batch_first):
+    """IndRNN(padded, lengths=...) gives exactly what packing the same batch gives: outputs, h_n and gradients."""
+    torch.manual_seed(0)
+    rnn = IndRNN(3, 5, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=F64)
+    lengths = torch.tensor([4, 7, 0, 5])
+    x = torch.randn(4, 7, 3, dtype=F64) if batch_first else torch.randn(7, 4, 3, dtype=F64)
+    x.requires_grad_(True)
+    out, hn = rnn(x, lengths=lengths)
+    (out.square().sum() + hn.sum()).backward()
+    got = grads(rnn, x)
+    zero_grads(rnn, x)
+    nonempty = lengths > 0  # packing rejects a sequence of length 0: compare the others, check the empty one apart
+    packed = pack_padded_sequence(x[nonempty] if batch_first else x[:, nonempty], lengths[nonempty],
+                                  batch_first=batch_first, enforce_sorted=False)
+    want_packed, want_hn = rnn(packed)
+    want, _ = pad_packed_sequence(want_packed, batch_first=batch_first, total_length=7)
+    (want.square().sum() + want_hn.sum()).backward()
+    torch.testing.assert_close(out[nonempty] if batch_first else out[:, nonempty], want)
+    torch.testing.assert_close(hn[:, nonempty], want_hn)
+    assert torch.all((out[2] if batch_first else out[:, 2]) == 0) and torch.all(hn[:, 2] == 0)  # h0 = zeros
+    for name, g in grads(rnn, x).items():
+        torch.testing.assert_close(got[name], g, msg=name)
+
+
+def test_lengths_bad_input():
+    rnn = IndRNN(2, 3)
+    with pytest.raises(ValueError, match="lengths"):
+        rnn(pack_padded_sequence(torch.randn(5, 3, 2), [5, 3, 2]), lengths=[5, 3, 2])
+    with pytest.raises(ValueError, match="lengths"):
+        rnn(torch.randn(5, 2), lengths=[5])  # unbatched
+    with pytest.raises(ValueError, match="lengths"):
+        rnn(torch.randn(5, 3, 2), lengths=[5, 3])  # one per sequence
+    with pytest.raises(ValueError, match="lengths"):
+        rnn(torch.randn(5, 3, 2), lengths=[5, 6, 1])  # beyond T
+
+
 def test_packed_sorted_input():
     rnn = IndRNN(2, 3)
     x = torch.randn(5, 3, 2)

@@ -315,7 +315,7 @@ def test_compile_fullgraph_matches_eager(outputs, monkeypatch):
             self.head = torch.nn.Linear(8, 1)
 
         def forward(self, x, lengths):
-            out, hn = self.rnn(x)
+            out, hn = self.rnn(x, lengths=lengths)
             h, last = indrnn_with_state(out, self.rnn.weight_hh_l1, None, hn[0], lengths=lengths, reverse=True,
                                         batch_first=True, activation="tanh")
             return self.head(last) + h.mean()
