@@ -65,13 +65,12 @@ def _empty(shape, like: Tensor) -> Tensor:
     has no cache, so each [T, B, H] output would be fresh pages from the OS, faulted in and zeroed by the kernel's
     first touch -- +60-80% over the kernels alone at T=1000, B=256, H=256. Other dtypes (the kernels reject them)
     and small outputs take torch's allocator."""
-    if like.is_cpu and like.dtype in _NUMPY_DTYPES:
-        nbytes = like.element_size() * math.prod(shape)
-        if nbytes >= _core.host_cache.min_bytes:
-            return torch.from_numpy(_core.host_cache.empty(shape, _NUMPY_DTYPES[like.dtype]))
+    same = shape == like.shape
+    nbytes = like.nbytes if same else like.element_size() * math.prod(shape)
+    if nbytes >= _core.host_cache.min_bytes and like.is_cpu and like.dtype in _NUMPY_DTYPES:
+        return torch.from_numpy(_core.host_cache.empty(shape, _NUMPY_DTYPES[like.dtype]))
     # empty_like/new_empty cost less than torch.empty(shape, dtype=, device=): it shows at T=1.
-    return (torch.empty_like(like, memory_format=torch.contiguous_format) if shape == like.shape
-            else like.new_empty(shape))
+    return torch.empty_like(like, memory_format=torch.contiguous_format) if same else like.new_empty(shape)
 
 
 def _array(t: Optional[Tensor]):

@@ -40,7 +40,7 @@ import numpy as np
 
 TARGET_OVERHEAD_PCT = 10.0  # adapter fwd+bwd over the raw kernels, at T=784, B=64, H=128 float32
 TARGET_CALL_US = 50.0  # adapter per-call overhead at T=1
-OVERHEAD_ROUNDS = 15  # paired rounds (at least) behind each fwd+bwd overhead figure
+OVERHEAD_ROUNDS = 40  # paired rounds (at least) behind each fwd+bwd overhead figure
 TARGET_SHAPE = (784, 64, 128)
 ADAPTER_NAME = "indrnn() + autograd"
 FLOOR_NAME = "autograd floor (bare Function, out=)"
