@@ -106,3 +106,33 @@ def test_core_outputs_overwrite_reused_memory(monkeypatch):
         for a in (h, *grads):
             a.fill(np.nan)
         del h, grads, a
+
+
+def test_threads_share_the_cache_safely():
+    """Threads allocating, filling, checking and dropping arrays at once (as DataParallel replicas or a threaded
+    server would): no array is ever handed out while another one lives in its memory."""
+    import threading
+
+    cache = HostCache(max_idle_bytes=256 * KIB, min_bytes=1 * KIB)
+    errors = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        live = []
+        for step in range(300):
+            a = cache.empty((int(rng.integers(1, 9)), 256), np.float32)
+            a.fill(seed * 1000 + step)
+            live.append((a, seed * 1000 + step))
+            if len(live) > 3:
+                live.pop(int(rng.integers(0, len(live))))
+            if not all((b == tag).all() for b, tag in live):
+                errors.append(seed)
+                return
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert cache.idle_bytes <= 256 * KIB
