@@ -58,19 +58,33 @@ _RecurrentRange = tuple[float, float]
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
-def _empty(shape, like: Tensor) -> Tensor:
-    """Allocate an output the kernel fills (a seam: tests replace it to fill fresh outputs with NaN).
+def _empty(shape, like: Tensor):
+    """An output the kernel fills, as ``(tensor, the same memory as the core takes it)``, on ``like``'s device (a
+    seam: tests replace it to fill fresh outputs with NaN).
 
-    Large CPU outputs come from ``indrnn_core.host_cache`` (as ``torch.from_numpy`` tensors): torch's CPU allocator
-    has no cache, so each [T, B, H] output would be fresh pages from the OS, faulted in and zeroed by the kernel's
-    first touch -- +60-80% over the kernels alone at T=1000, B=256, H=256. Other dtypes (the kernels reject them)
-    and small outputs take torch's allocator."""
-    same = shape == like.shape
-    nbytes = like.nbytes if same else like.element_size() * math.prod(shape)
-    if nbytes >= _core.host_cache.min_bytes and like.is_cpu and like.dtype in _NUMPY_DTYPES:
-        return torch.from_numpy(_core.host_cache.empty(shape, _NUMPY_DTYPES[like.dtype]))
-    # empty_like/new_empty cost less than torch.empty(shape, dtype=, device=): it shows at T=1.
-    return torch.empty_like(like, memory_format=torch.contiguous_format) if same else like.new_empty(shape)
+    CPU outputs are NumPy allocations wrapped by ``torch.from_numpy``, the large ones from ``indrnn_core.host_cache``:
+    torch's CPU allocator has no cache, so each [T, B, H] output would be fresh pages from the OS, faulted in and
+    zeroed by the kernel's first touch (+60-80% over the kernels alone at T=1000, B=256, H=256); and ``np.empty`` +
+    ``from_numpy`` cost half of ``torch.empty`` + ``.numpy()``, which shows at T=1. CUDA outputs come from torch's
+    caching allocator."""
+    if like.is_cuda:
+        t = (torch.empty_like(like, memory_format=torch.contiguous_format) if shape == like.shape
+             else like.new_empty(shape))
+        return t, t
+    a = _core.host_cache.empty(shape, _NUMPY_DTYPES[like.dtype])
+    return torch.from_numpy(a), a
+
+
+def _check_supported(**named: Optional[Tensor]) -> None:
+    """What the kernels cannot take, rejected before any tensor is converted (which would fail with an error that
+    names no argument): dtypes other than float32/float64, devices other than the CPU and CUDA."""
+    for name, t in named.items():
+        if t is None:
+            continue
+        if t.dtype not in _NUMPY_DTYPES:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {t.dtype}")
+        if not (t.is_cpu or t.is_cuda):
+            raise ValueError(f"{name} must be a CPU or CUDA tensor, got one on {t.device}")
 
 
 def _array(t: Optional[Tensor]):
@@ -91,12 +105,12 @@ def _stream(t: Tensor):
 def _forward_impl(x: Tensor, u: Tensor, b: Optional[Tensor], h0: Optional[Tensor], lengths: Optional[Tensor],
                 activation: str, batch_first: bool, reverse: bool) -> tuple[Tensor, Tensor]:
     """(h shaped like x, final state [B, H])."""
-    h = _empty(x.shape, x)
+    _check_supported(x=x, u=u, b=b, h0=h0)
+    h, h_out = _empty(x.shape, x)
     # (A malformed x gets an empty stand-in here: the core's validation names the problem.)
-    h_n = _empty((x.shape[0 if batch_first else 1], x.shape[2]) if x.dim() == 3 else (0, 0), x)
+    h_n, h_n_out = _empty((x.shape[0 if batch_first else 1], x.shape[2]) if x.dim() == 3 else (0, 0), x)
     _core.forward(_array(x), _array(u), _array(b), _array(h0), activation=activation, batch_first=batch_first,
-                  lengths=_array(lengths), reverse=reverse, out=_array(h), final_state_out=_array(h_n),
-                  stream=_stream(x))
+                  lengths=_array(lengths), reverse=reverse, out=h_out, final_state_out=h_n_out, stream=_stream(x))
     return h, h_n
 
 
@@ -112,15 +126,15 @@ def _backward_impl(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], l
                  grad_hn: Optional[Tensor], activation: str, batch_first: bool,
                  reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(gx shaped like h, gu [H], gb [H], gh0 [B, H]); ``grad_hn`` [B, H] is the final state's gradient."""
-    gx = _empty(h.shape, h)
-    gu = _empty(u.shape, u)
-    gb = _empty(u.shape, u)
-    gh0 = _empty((h.shape[0 if batch_first else 1], h.shape[2]), h)
+    _check_supported(grad_h=grad_h, h=h, u=u, h0=h0, grad_hn=grad_hn)
+    (gx, gx_out), (gu, gu_out), (gb, gb_out), (gh0, gh0_out) = (
+        _empty(h.shape, h), _empty(u.shape, u), _empty(u.shape, u),
+        _empty((h.shape[0 if batch_first else 1], h.shape[2]), h))
     # On CUDA the kernels' scratch comes from torch's caching allocator (stream-ordered, no cudaMalloc per call).
     workspace = torch.empty((2, *gh0.shape), dtype=h.dtype, device=h.device) if h.is_cuda else None
     _core.backward(_array(grad_h), _array(h), _array(u), _array(h0), activation=activation,
                    batch_first=batch_first, lengths=_array(lengths), reverse=reverse, grad_hn=_array(grad_hn),
-                   out=(_array(gx), _array(gu), _array(gb), _array(gh0)), stream=_stream(h), workspace=workspace)
+                   out=(gx_out, gu_out, gb_out, gh0_out), stream=_stream(h), workspace=workspace)
     return gx, gu, gb, gh0
 
 
@@ -179,9 +193,10 @@ class _EagerForward(torch.autograd.Function):
 def _eager(*tensors) -> bool:
     """Whether running the ops' Python bodies directly is indistinguishable from dispatching the ops: not under
     torch.compile/export tracing, no dispatch or function mode (fake tensors, functionalisation), and only plain
-    tensors (no subclasses, no vmap/grad transforms). Anything else takes the registered ops."""
+    tensors on the CPU or CUDA (no subclasses, no vmap/grad transforms; meta tensors take the ops' fake
+    registration). Anything else takes the registered ops. The first tensor must be one."""
     if (torch.compiler.is_compiling() or _current_dispatch_mode() is not None or _function_mode_enabled()
-            or _functorch_transforms_active()):
+            or _functorch_transforms_active() or not (tensors[0].is_cpu or tensors[0].is_cuda)):
         return False
     return all(t is None or type(t) is Tensor for t in tensors)
 

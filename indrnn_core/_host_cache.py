@@ -71,10 +71,10 @@ class HostCache:
     def empty(self, shape, dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype`` (like ``np.empty``)."""
         dtype = np.dtype(dtype)
-        shape = tuple(int(s) for s in shape)
         nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes < self.min_bytes or nbytes == 0:
+        if nbytes < self.min_bytes or nbytes == 0:  # checked first: small outputs are on every short call's path
             return np.empty(shape, dtype)
+        shape = tuple(int(s) for s in shape)
         entry = self._take(nbytes)
         if entry is None:
             block = np.empty(nbytes, np.uint8)  # NumPy advises huge pages for blocks this large

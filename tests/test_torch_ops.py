@@ -20,8 +20,11 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 @pytest.fixture(autouse=True)
 def nan_outputs(monkeypatch):
     """Every buffer the kernels fill starts as NaN, so an output a kernel forgot to write fails loudly."""
-    monkeypatch.setattr(adapter, "_empty", lambda shape, like: torch.full(
-        tuple(shape), float("nan"), dtype=like.dtype, device=like.device))
+    def nan_filled(shape, like):
+        t = torch.full(tuple(shape), float("nan"), dtype=like.dtype, device=like.device)
+        return t, (t if t.is_cuda else t.numpy())
+
+    monkeypatch.setattr(adapter, "_empty", nan_filled)
 
 
 @pytest.fixture
@@ -403,10 +406,31 @@ def test_double_backward_is_refused_on_both_routes(monkeypatch):
     (lambda a: {**a, "lengths": torch.tensor([1.0, 2.0, 3.0])}, (TypeError, ValueError), "lengths"),
     (lambda a: {**a, "u": a["u"].to("meta")}, ValueError, "u"),
     (lambda a: {**a, "u": a["u"].numpy()}, TypeError, "u"),
+    (lambda a: {**a, "x": a["x"].bfloat16()}, TypeError, "x"),
+    (lambda a: {**a, "b": a["b"].long()}, TypeError, "b"),
 ], ids=["u-dtype", "h0-dtype", "u-shape", "b-shape", "h0-shape", "x-2d", "activation", "lengths-range",
-        "lengths-shape", "lengths-float", "u-device", "u-numpy"])
+        "lengths-shape", "lengths-float", "u-device", "u-numpy", "x-bfloat16", "b-int"])
 def test_bad_input_names_the_argument(change, error, name):
     x, u, b, h0, _ = make(5, 3, 4)
     args = change({"x": x, "u": u, "b": b, "h0": h0, "activation": "relu", "lengths": None})
     with pytest.raises(error, match=name):
         indrnn(args.pop("x"), args.pop("u"), args.pop("b"), args.pop("h0"), **args)
+
+
+def test_meta_tensors_give_meta_outputs():
+    """Shape inference on the meta device (e.g. a model built under ``torch.device("meta")``) runs the ops' fake
+    registration: outputs of the right shapes, no kernel."""
+    with torch.device("meta"):
+        rnn = IndRNN(3, 5, num_layers=2, bidirectional=True)
+        out, h_n = rnn(torch.empty(7, 4, 3))
+        h, last = indrnn_with_state(torch.empty(4, 7, 5, requires_grad=True), torch.empty(5), batch_first=True)
+    assert out.is_meta and out.shape == (7, 4, 10) and h_n.shape == (4, 4, 5)
+    assert h.is_meta and h.shape == (4, 7, 5) and last.shape == (4, 5)
+
+
+def test_ops_called_directly_reject_what_the_kernels_cannot_take():
+    x, u, b, h0, _ = make(5, 3, 4)
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
+        torch.ops.indrnn.forward(x.half(), u.half(), None, None, None, "relu", False, False)
+    with pytest.raises(TypeError, match="grad_h must have dtype float32 or float64"):
+        torch.ops.indrnn.backward(x.bfloat16(), x, u, None, None, None, "relu", False, False)
