@@ -67,6 +67,11 @@ class HostCache:
         # Reentrant: a lease can die (and give its block back) from the garbage collector while this thread holds
         # the lock.
         self._lock = threading.RLock()
+        if hasattr(os, "register_at_fork"):  # a forked child (e.g. a DataLoader worker) must not inherit a held lock
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
 
     def empty(self, shape, dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype`` (like ``np.empty``)."""

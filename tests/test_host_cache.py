@@ -1,5 +1,6 @@
 """``indrnn_core.host_cache``: large outputs reuse the memory of dead ones, and never of live ones."""
 import gc
+import os
 
 import numpy as np
 import pytest
@@ -136,3 +137,40 @@ def test_threads_share_the_cache_safely():
         t.join()
     assert not errors
     assert cache.idle_bytes <= 256 * KIB
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_can_allocate_while_another_thread_holds_the_lock():
+    """A child forked while another thread holds the cache's lock (as a DataLoader worker may be) gets a fresh lock
+    instead of deadlocking on its first large output (the thread that would release it does not exist there)."""
+    import signal
+    import threading
+
+    cache = HostCache(min_bytes=1 * KIB)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with cache._lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:  # child: exit 0 on success, 3 if stuck for 10 s
+            try:
+                signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
+                signal.alarm(10)
+                a = cache.empty((1024,), np.float32)
+                a.fill(1)
+                del a
+                os._exit(0 if cache.idle_bytes == 4 * KIB else 1)
+            finally:
+                os._exit(2)
+    finally:
+        release.set()
+        holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
