@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -67,11 +68,7 @@ class HostCache:
         # Reentrant: a lease can die (and give its block back) from the garbage collector while this thread holds
         # the lock.
         self._lock = threading.RLock()
-        if hasattr(os, "register_at_fork"):  # a forked child (e.g. a DataLoader worker) must not inherit a held lock
-            os.register_at_fork(after_in_child=self._after_fork)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.RLock()
+        _CACHES.add(self)
 
     def empty(self, shape, dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype`` (like ``np.empty``)."""
@@ -113,5 +110,18 @@ class HostCache:
             self._idle.clear()
             self._idle_bytes = 0
 
+
+_CACHES: "weakref.WeakSet[HostCache]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (e.g. a DataLoader worker) must not inherit a lock that a thread of the parent held: that
+    thread does not exist in the child, so nothing would ever release it."""
+    for cache in _CACHES:
+        cache._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 host_cache = HostCache()
