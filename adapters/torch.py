@@ -173,6 +173,9 @@ _forward_overload = torch.ops.indrnn.forward.default
 _backward_overload = torch.ops.indrnn.backward.default
 
 
+_backward_once_differentiable = torch.autograd.function.once_differentiable(_backward)
+
+
 class _EagerForward(torch.autograd.Function):
     """The same body and backward as the op, for eager calls: ``Function.apply`` costs a fraction of a custom op's
     dispatch, which at T=1 is most of a call (see :func:`_forward`). Old-style ``forward(ctx, ...)``: with a
@@ -185,9 +188,10 @@ class _EagerForward(torch.autograd.Function):
         return output
 
     @staticmethod
-    @torch.autograd.function.once_differentiable  # like the op: the backward has no derivative of its own
     def backward(ctx, grad_h, grad_hn):
-        return _backward(ctx, grad_h, grad_hn)
+        if torch.is_grad_enabled():  # create_graph=True: like the op, the backward has no derivative of its own
+            return _backward_once_differentiable(ctx, grad_h, grad_hn)
+        return _backward(ctx, grad_h, grad_hn)  # the usual case, without once_differentiable's no_grad() context
 
 
 def _eager(*tensors) -> bool:

@@ -433,7 +433,7 @@ def _call_rows(shape: _Shape, device: str, dtype: str, repeats: int, max_seconds
     small = inp[3]
     yardstick = {"torch.add": lambda: torch.add(small, 1)}
     timed = {"core forward (T=1)": raw_fwd, "indrnn() forward (T=1)": fwd, "core fwd+bwd (T=1)": raw_fwdbwd,
-             "indrnn() + autograd (T=1)": autograd}
+             "indrnn() + autograd (T=1)": autograd, **_cell_steps(*inp)}
     t = _measure({**timed, **yardstick}, max(repeats, 5), device, max_seconds=max_seconds, events=False,
                  calls=CALLS_PER_SAMPLE)
     with _kernels_stubbed():
@@ -449,7 +449,34 @@ def _call_rows(shape: _Shape, device: str, dtype: str, repeats: int, max_seconds
         rows.append(_row(name.replace("(T=1)", "kernels stubbed (T=1)"), shape, 1, dtype, device, "call_T1",
                          _public(stub[key]), per_call_us=stub[key]["seconds_median"] * 1e6,
                          overhead_us=stub[key]["seconds_median"] * 1e6, torch_add_us=add_us))
+    for impl in CELL_NAMES:
+        rows.append(_row(impl, shape, 1, dtype, device, "call_T1", _public(t[impl]),
+                         per_call_us=t[impl]["seconds_median"] * 1e6))
     return rows
+
+
+CELL_NAMES = ("IndRNNCell step, fwd+bwd", "nn.RNNCell(relu) step, fwd+bwd")
+
+
+def _cell_steps(x, u, b, h0, grad):
+    """One step of a user's loop, forward and backward with parameter grads (input projection included), for
+    ``IndRNNCell`` and for ``nn.RNNCell``: what a decoder pays per step."""
+    import torch
+
+    from indrnn_core.adapters.torch import IndRNNCell
+
+    H = u.shape[0]
+    x_t, g_t = x[0], grad[0]
+    cells = (IndRNNCell(H, H, device=x.device, dtype=x.dtype),
+             torch.nn.RNNCell(H, H, nonlinearity="relu", device=x.device, dtype=x.dtype))
+
+    def step(cell):
+        def run():
+            cell.zero_grad(set_to_none=True)
+            cell(x_t, h0).backward(g_t)
+        return run
+
+    return {name: step(cell) for name, cell in zip(CELL_NAMES, cells)}
 
 
 def run(configs=None, device="cpu", repeats: int = 5, *, dtype: str = "float32", max_seconds: float = 10.0,

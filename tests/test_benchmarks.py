@@ -198,3 +198,4 @@ def test_torch_suite_rows(tmp_path):
     adapter = next(r for r in doc["rows"] if r["impl"] == "indrnn() + autograd")
     assert math.isfinite(adapter["overhead_pct"]) and math.isfinite(adapter["overhead_vs_allocating_pct"])
     assert [t["name"] for t in doc["targets"]] == ["adapter per-call overhead at T=1 (B=3, H=8)"]
+    assert {"IndRNNCell step, fwd+bwd", "nn.RNNCell(relu) step, fwd+bwd"} <= impls["call_T1"]
