@@ -337,6 +337,25 @@ def test_compile_fullgraph_matches_eager(outputs, monkeypatch):
         torch.testing.assert_close(g, p.grad)
 
 
+def test_compile_dynamic_shapes_one_graph_for_every_length():
+    """With dynamic=True one compiled graph serves every sequence length (the fake registrations take symbolic
+    shapes), and each call equals eager, lengths included."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # global: earlier tests' graphs count too
+    rnn = IndRNN(3, 8, num_layers=2, batch_first=True, bidirectional=True)
+    compiled = torch.compile(rnn, fullgraph=True, dynamic=True)
+    for T in (5, 9, 17):
+        x, lengths = torch.randn(4, T, 3), torch.tensor([T, 0, T // 2, 1])
+        out, hn = compiled(x, lengths=lengths)
+        want, want_hn = rnn(x, lengths=lengths)
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(hn, want_hn)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
 def test_torch_export_keeps_the_op_and_matches_eager():
     """torch.export traces IndRNN into a graph that calls indrnn::forward, and the exported program runs."""
     torch.manual_seed(0)
