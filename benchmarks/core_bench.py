@@ -4,7 +4,11 @@ The recurrence is memory-bound, so the yardstick is the machine's own copy bandw
 an array the size of ``x``: forward reads ``x`` and writes ``h`` (2 arrays of ``T*B*H`` elements), backward reads
 ``grad_h`` and ``h`` and writes ``gx`` (3 arrays). ``floor = bytes moved / copy bandwidth`` with
 ``copy bandwidth = 2 * nbytes / (time of one copy)``; a kernel at 1.0x of its floor moves its bytes as fast as a
-plain copy does.
+plain copy does. On the CPU a second yardstick, the plain-store floor, times ``np.add(src, 1, out=dst)`` instead:
+glibc's ``memcpy`` switches to non-temporal stores for large arrays, which skip reading the destination into the
+cache first, while NumPy's loops and these kernels use ordinary stores (measured here: +50% time at 300 MB), so at
+large T the copy floor is out of reach of any kernel with ordinary stores and the plain-store floor is the one it
+can meet.
 
 CPU: NumPy arrays, ``time.perf_counter``, ``np.copyto``. CUDA: numba device arrays, CUDA events on one stream,
 device-to-device copy. Outputs are preallocated and passed as ``out=`` so allocation is not timed; the first calls
@@ -302,10 +306,13 @@ def _gate_cuda(inp: dict, dt) -> dict:
 # Timing runs
 # --------------------------------------------------------------------------------------------------------------
 
-def _rows(shape: Shape, dtype: str, device: str, times: dict, copy: dict, nbytes: int, impl: str) -> list[dict]:
-    """One row per mode, each with its floor: fwd moves 2 arrays, bwd 3, fwd+bwd 5 (``nbytes`` = one array)."""
+def _rows(shape: Shape, dtype: str, device: str, times: dict, copy: dict, nbytes: int, impl: str,
+          store: dict | None = None) -> list[dict]:
+    """One row per mode, each with its floor: fwd moves 2 arrays, bwd 3, fwd+bwd 5 (``nbytes`` = one array).
+    ``store`` (CPU): the time of a plain-store stream (``np.add(src, 1, out=dst)``) for the second yardstick."""
     copy_s = copy["median_ms"] / 1e3
     bandwidth = 2 * nbytes / copy_s  # bytes/s: a copy reads nbytes and writes nbytes
+    store_bw = None if store is None else 2 * nbytes / (store["median_ms"] / 1e3)
     rows = []
     for mode, arrays in (("fwd", 2), ("bwd", 3), ("fwdbwd", 5)):
         floor_ms = arrays * nbytes / bandwidth * 1e3
@@ -315,6 +322,9 @@ def _rows(shape: Shape, dtype: str, device: str, times: dict, copy: dict, nbytes
             "bytes": arrays * nbytes, "copy_GBps": bandwidth / 1e9, "floor_ms": floor_ms,
             "x_floor": times[mode]["median_ms"] / floor_ms,
         })
+        if store_bw is not None:
+            rows[-1].update(store_GBps=store_bw / 1e9,
+                            x_store_floor=times[mode]["median_ms"] / (arrays * nbytes / store_bw * 1e3))
     return rows
 
 
@@ -345,13 +355,19 @@ def run_shape_cpu(shape: Shape, dtype: str, repeats: int, max_seconds: float | N
     def copy():
         np.copyto(dst, src)
 
+    def stream():  # read one array, write another with ordinary stores, as the kernels do
+        np.add(src, 1, out=dst)
+
     fwd()  # compile (cached kernels load) before the copy timing so both see a warm process
     copy_before = measure(copy, max(repeats, 10), max_seconds=max_seconds)
+    stream_before = measure(stream, max(repeats, 10), max_seconds=max_seconds)
     times = {"fwd": measure(fwd, repeats, max_seconds=max_seconds),
              "bwd": measure(bwd, repeats, max_seconds=max_seconds),
              "fwdbwd": measure(fwdbwd, repeats, max_seconds=max_seconds)}
     copy_after = measure(copy, max(repeats, 10), max_seconds=max_seconds)
-    rows = _rows(shape, dtype, "cpu", times, _best_copy(copy_before, copy_after), x.nbytes, "indrnn_core (numba.njit)")
+    stream_after = measure(stream, max(repeats, 10), max_seconds=max_seconds)
+    rows = _rows(shape, dtype, "cpu", times, _best_copy(copy_before, copy_after), x.nbytes, "indrnn_core (numba.njit)",
+                 store=_best_copy(stream_before, stream_after))
     finite = bool(np.isfinite(h).all() and np.isfinite(out[0]).all())
     for r in rows:
         r["outputs_finite"] = finite
@@ -439,4 +455,6 @@ def format_row(r: dict) -> str:
          f"{r['median_ms']:10.3f} ms (min {r['min_ms']:.3f}, n={r['repeats']})")
     if "floor_ms" in r:
         s += f"  floor {r['floor_ms']:.3f} ms ({r['copy_GBps']:.1f} GB/s)  {r['x_floor']:.2f}x floor"
+    if "x_store_floor" in r:
+        s += f", {r['x_store_floor']:.2f}x plain-store floor ({r['store_GBps']:.1f} GB/s)"
     return s

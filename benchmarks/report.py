@@ -94,9 +94,12 @@ def core_table(rows: list[dict]) -> str:
                     + [_fmt(m[k]["median_ms"]) if k in m else "–" for k in ("fwd", "bwd", "fwdbwd")]
                     + [_fmt(any_row["copy_GBps"], 1)]
                     + [_fmt(m["fwdbwd"]["floor_ms"]) if "fwdbwd" in m else "–"]
-                    + [f"{m[k]['x_floor']:.2f}x" if k in m else "–" for k in ("fwd", "bwd", "fwdbwd")])
+                    + [f"{m[k]['x_floor']:.2f}x" if k in m else "–" for k in ("fwd", "bwd", "fwdbwd")]
+                    + [_fmt(any_row.get("store_GBps"), 1),
+                       f"{m['fwdbwd']['x_store_floor']:.2f}x" if "x_store_floor" in m.get("fwdbwd", {}) else "–"])
     return md_table(["config", "T", "B", "H", "dtype", "device", "fwd ms", "bwd ms", "fwd+bwd ms", "copy GB/s",
-                     "floor fwd+bwd ms", "fwd / floor", "bwd / floor", "fwd+bwd / floor"], body)
+                     "floor fwd+bwd ms", "fwd / floor", "bwd / floor", "fwd+bwd / floor", "plain-store GB/s",
+                     "fwd+bwd / plain-store floor"], body)
 
 
 def scan_table(rows: list[dict]) -> str:
@@ -144,7 +147,10 @@ def raw_tables(doc: dict) -> str:
         parts += ["### Kernels (indrnn_core) vs the memory-bandwidth floor", "",
                   "Median ms per call with preallocated `out=` buffers. Floor = bytes moved (fwd: read x, write h; "
                   "bwd: read grad_h and h, write gx) / copy bandwidth, measured in the same run as "
-                  "2 x nbytes / (time of one copy of an x-sized array).", "", core_table(rows), ""]
+                  "2 x nbytes / (time of one copy of an x-sized array). The plain-store floor (CPU) uses the time "
+                  "of `np.add(src, 1, out=dst)` instead: large copies use non-temporal stores, which skip reading "
+                  "the destination into the cache, and ordinary stores (NumPy's, these kernels') cannot.", "",
+                  core_table(rows), ""]
     if any(r.get("suite") == "jax" for r in rows):
         parts += ["### jax.lax.scan doing the same recurrence", "",
                   "jit-compiled; fwd+bwd via `jax.vjp` returns the same h, gx, gu, gb, gh0; speed-up = scan time / "

@@ -59,6 +59,8 @@ def test_cli_writes_the_results_document(tiny_json):
         assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["repeats"] == 2
         assert r["floor_ms"] > 0 and r["copy_GBps"] > 0 and r["outputs_finite"]
         assert r["x_floor"] == pytest.approx(r["median_ms"] / r["floor_ms"])
+        assert r["store_GBps"] > 0 and r["x_store_floor"] == pytest.approx(
+            r["median_ms"] * r["store_GBps"] * 1e6 / r["bytes"])
     # fwd moves 2 arrays, bwd 3: the floors keep that ratio.
     assert core["bwd"]["floor_ms"] == pytest.approx(1.5 * core["fwd"]["floor_ms"])
     assert core["fwdbwd"]["floor_ms"] == pytest.approx(core["fwd"]["floor_ms"] + core["bwd"]["floor_ms"])
