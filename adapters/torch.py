@@ -39,6 +39,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 _function_mode_enabled = torch._C._is_torch_function_mode_enabled
+_any_autocast_enabled = torch._C._is_any_autocast_enabled
 _functorch_transforms_active = torch._C._are_functorch_transforms_active
 
 import indrnn_core as _core
@@ -167,6 +168,10 @@ def _backward(ctx, grad_h, grad_hn):
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
+# Mixed precision: under torch.autocast the kernels (float32/float64 only) run in float32, like the ops on autocast's
+# float32 list: floating inputs (e.g. a bfloat16 projection) are cast, and their gradients cast back.
+for _device_type in ("cpu", "cuda"):
+    torch.library.register_autocast("indrnn::forward", _device_type, torch.float32)
 
 # The OpOverloads themselves: calling them skips CustomOpDef.__call__'s extra Python frame on every call.
 _forward_overload = torch.ops.indrnn.forward.default
@@ -198,9 +203,11 @@ def _eager(*tensors) -> bool:
     """Whether running the ops' Python bodies directly is indistinguishable from dispatching the ops: not under
     torch.compile/export tracing, no dispatch or function mode (fake tensors, functionalisation), and only plain
     tensors on the CPU or CUDA (no subclasses, no vmap/grad transforms; meta tensors take the ops' fake
-    registration). Anything else takes the registered ops. The first tensor must be one."""
+    registration), autocast off (the op's autocast registration casts to float32). Anything else takes the
+    registered ops. The first tensor must be one."""
+    first = tensors[0]
     if (torch.compiler.is_compiling() or _current_dispatch_mode() is not None or _function_mode_enabled()
-            or _functorch_transforms_active() or not (tensors[0].is_cpu or tensors[0].is_cuda)):
+            or _functorch_transforms_active() or not (first.is_cpu or first.is_cuda) or _any_autocast_enabled()):
         return False
     return all(t is None or type(t) is Tensor for t in tensors)
 
@@ -480,7 +487,8 @@ class IndRNN(_RecurrentMixin, nn.Module):
             unbatched = input.dim() == 2
             x = input.unsqueeze(1) if unbatched else input
             batch_first, lengths = self.batch_first and not unbatched, _as_lengths(lengths)
-        if x.dtype != weight.dtype:
+        autocast = torch.is_autocast_enabled(x.device.type)  # the projection and the ops cast for themselves
+        if x.dtype != weight.dtype and not autocast:
             raise TypeError(f"input has dtype {x.dtype} but the module's parameters are {weight.dtype}")
         if x.device != weight.device:
             raise ValueError(f"input is on {x.device} but the module's parameters are on {weight.device}")
@@ -492,7 +500,7 @@ class IndRNN(_RecurrentMixin, nn.Module):
                 got = tuple(h0.shape) if isinstance(h0, Tensor) else type(h0).__name__
                 raise ValueError(f"h0 must have shape {expected} (num_layers * num_directions = {num_states}), "
                                  f"got {got}")
-            if h0.dtype != weight.dtype:
+            if h0.dtype != weight.dtype and not autocast:
                 raise TypeError(f"h0 has dtype {h0.dtype} but the module's parameters are {weight.dtype}")
             if h0.device != weight.device:
                 raise ValueError(f"h0 is on {h0.device} but the module's parameters are on {weight.device}")

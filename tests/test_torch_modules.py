@@ -174,6 +174,25 @@ def test_packed_sorted_input():
     torch.testing.assert_close(padded[:, 0], rnn(x[:, :1])[0][:, 0])
 
 
+def test_module_under_autocast_equals_the_plain_loop_under_autocast():
+    """A model with IndRNN trains under torch.autocast (bfloat16 on the CPU): the bfloat16 projections run through
+    the float32 kernels, exactly what the plain-PyTorch loop of the same math computes under autocast (its
+    bfloat16 projection meets float32 u, b, h), outputs and gradients."""
+    torch.manual_seed(0)
+    rnn = IndRNN(3, 5, num_layers=2, bidirectional=True)
+    x, h0 = torch.randn(7, 2, 3), torch.randn(4, 2, 5)
+    results = []
+    for run in (rnn, lambda x, h0: loop_indrnn(rnn, x, h0)):
+        rnn.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, h_n = run(x, h0)
+        (out.float().square().sum() + h_n.float().sum()).backward()
+        results.append([out.float(), h_n.float()] + [p.grad.clone() for p in rnn.parameters()])
+    assert results[0][0].dtype == torch.float32
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_cell_loop_equals_module():
     torch.manual_seed(0)
     rnn = IndRNN(3, 6, activation="tanh", dtype=F64)

@@ -436,6 +436,27 @@ def test_bad_input_names_the_argument(change, error, name):
         indrnn(args.pop("x"), args.pop("u"), args.pop("b"), args.pop("h0"), **args)
 
 
+def test_autocast_runs_the_kernels_in_float32():
+    """Under torch.autocast (bfloat16 here, on the CPU) the kernels run in float32, as autocast's float32-list ops
+    do: bfloat16 inputs are cast, the output is float32, and gradients come back in each input's dtype, equal to
+    the float32 computation on the same values."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 4).bfloat16().requires_grad_()
+    u, b = torch.rand(4, requires_grad=True), torch.randn(4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, h_n = indrnn_with_state(x, u, b, lengths=[6, 0, 3])
+    assert h.dtype == h_n.dtype == torch.float32
+    (h.sum() + h_n.sum()).backward()
+    assert x.grad.dtype == torch.bfloat16 and u.grad.dtype == b.grad.dtype == torch.float32
+
+    x32, u32, b32 = (t.detach().float().requires_grad_() for t in (x, u, b))
+    want, want_n = indrnn_with_state(x32, u32, b32, lengths=[6, 0, 3])
+    (want.sum() + want_n.sum()).backward()
+    torch.testing.assert_close(h, want, rtol=0, atol=0)
+    torch.testing.assert_close(x.grad, x32.grad.bfloat16(), rtol=0, atol=0)
+    torch.testing.assert_close(u.grad, u32.grad, rtol=0, atol=0)
+
+
 def test_meta_tensors_give_meta_outputs():
     """Shape inference on the meta device (e.g. a model built under ``torch.device("meta")``) runs the ops' fake
     registration: outputs of the right shapes, no kernel."""
