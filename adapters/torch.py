@@ -487,7 +487,8 @@ class IndRNN(_RecurrentMixin, nn.Module):
             unbatched = input.dim() == 2
             x = input.unsqueeze(1) if unbatched else input
             batch_first, lengths = self.batch_first and not unbatched, _as_lengths(lengths)
-        autocast = torch.is_autocast_enabled(x.device.type)  # the projection and the ops cast for themselves
+        # Under autocast the projection and the ops cast for themselves (autocast exists for the CPU and CUDA).
+        autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
         if x.dtype != weight.dtype and not autocast:
             raise TypeError(f"input has dtype {x.dtype} but the module's parameters are {weight.dtype}")
         if x.device != weight.device:
