@@ -301,6 +301,22 @@ def test_cuda_module_matches_cpu():
     torch.testing.assert_close(hn.cpu(), hn_cpu)
 
 
+@CUDA
+def test_cuda_autocast_float16_equals_float32_on_the_same_values():
+    """Under CUDA autocast (float16) the kernels run in float32 on the cast inputs, exactly like the float32 call."""
+    x = torch.randn(9, 3, 4, device="cuda").half().requires_grad_()
+    u = torch.rand(4, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.float16):
+        h = indrnn(x, u, lengths=[9, 0, 4])
+    h.sum().backward()
+    x32, u32 = (t.detach().float().requires_grad_() for t in (x, u))
+    want = indrnn(x32, u32, lengths=[9, 0, 4])
+    want.sum().backward()
+    assert h.dtype == torch.float32 and x.grad.dtype == torch.float16
+    torch.testing.assert_close(h, want, rtol=0, atol=0)
+    torch.testing.assert_close(u.grad, u32.grad, rtol=0, atol=0)
+
+
 # -------------------------------------------------------------------------------------------------- compile
 @pytest.mark.parametrize("outputs", ["nan_filled", "host_cache"])
 def test_compile_fullgraph_matches_eager(outputs, monkeypatch):
