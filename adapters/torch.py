@@ -199,6 +199,41 @@ class _EagerForward(torch.autograd.Function):
         return _backward(ctx, grad_h, grad_hn)  # the usual case, without once_differentiable's no_grad() context
 
 
+def _slices(info, in_dims, args):
+    """Under vmap: the arguments of each vmapped slice in turn (the kernels take plain tensors)."""
+    for i in range(info.batch_size):
+        yield tuple(a if d is None else a.select(d, i) for a, d in zip(args, in_dims))
+
+
+def _vmap_by_slices(op):
+    def rule(info, in_dims, *args):
+        outs = [op(*sliced) for sliced in _slices(info, in_dims, args)]
+        return tuple(torch.stack(out) for out in zip(*outs)), (0,) * len(outs[0])
+    return rule
+
+
+torch.library.register_vmap("indrnn::forward", _vmap_by_slices(_forward_overload))
+torch.library.register_vmap("indrnn::backward", _vmap_by_slices(_backward_overload))
+
+
+class _TransformForward(torch.autograd.Function):
+    """The same body and backward as the op, for ``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``,
+    ``vmap``): torch's generated autograd wrapper of a custom op has no ``setup_context``, which functorch requires
+    (pytorch/pytorch#170834), so under a transform the ops would fail. New-style (functorch's form), with a ``vmap``
+    rule that runs each vmapped slice in turn (the kernels take plain tensors)."""
+
+    @staticmethod
+    def forward(x, u, b, h0, lengths, activation, batch_first, reverse):
+        return _forward_impl(x, u, b, h0, lengths, activation, batch_first, reverse)
+
+    setup_context = staticmethod(_setup_context)
+    backward = _EagerForward.backward
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        return _vmap_by_slices(_TransformForward.apply)(info, in_dims, *args)
+
+
 def _eager(*tensors) -> bool:
     """Whether running the ops' Python bodies directly is indistinguishable from dispatching the ops: not under
     torch.compile/export tracing, no dispatch or function mode (fake tensors, functionalisation), and only plain
@@ -215,6 +250,9 @@ def _eager(*tensors) -> bool:
 def _forward(x, u, b, h0, lengths, activation, batch_first, reverse):
     """``indrnn::forward`` -> (h, final state), by the cheapest route that gives the same result and gradients."""
     if not _eager(x, u, b, h0):
+        if (_functorch_transforms_active() and not torch.compiler.is_compiling()
+                and _current_dispatch_mode() is None and not _function_mode_enabled()):
+            return _TransformForward.apply(x, u, b, h0, lengths, activation, batch_first, reverse)
         return _forward_overload(x, u, b, h0, lengths, activation, batch_first, reverse)
     if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad or (b is not None and b.requires_grad)
                                     or (h0 is not None and h0.requires_grad)):

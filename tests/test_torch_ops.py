@@ -473,6 +473,37 @@ def test_autocast_runs_the_kernels_in_float32():
     torch.testing.assert_close(u.grad, u32.grad, rtol=0, atol=0)
 
 
+def test_torch_func_transforms():
+    """torch.func.grad, jacrev, vmap and per-sample gradients (vmap of grad) work and equal plain autograd, with
+    lengths and reverse; vmap runs without torch's slow batching fallback (it would warn)."""
+    import warnings
+
+    x, u, b, h0, n = make(6, 3, 4, lengths=True)
+    opts = dict(lengths=n, reverse=True, activation="tanh")
+
+    def loss(u, x):
+        return indrnn(x, u, b, h0, **opts).square().sum()
+
+    u_ = u.clone().requires_grad_()
+    loss(u_, x).backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "There is a performance drop because we have not yet implemented ..."
+        torch.testing.assert_close(torch.func.grad(loss)(u, x), u_.grad)
+        jac = torch.func.jacrev(lambda u: indrnn(x, u, b, h0, **opts).sum((0, 1)))(u)
+        torch.testing.assert_close(jac, torch.autograd.functional.jacobian(
+            lambda u: indrnn(x, u, b, h0, **opts).sum((0, 1)), u))
+        xs = torch.randn(3, *x.shape, dtype=x.dtype)
+        batched = torch.func.vmap(lambda x: indrnn(x, u, b, h0, **opts))(xs)
+        us = torch.rand(2, 4, dtype=x.dtype)
+        batched_u = torch.func.vmap(lambda u: indrnn(x, u, b, h0, **opts))(us)
+        per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(u, xs)
+    for i in range(3):
+        torch.testing.assert_close(batched[i], indrnn(xs[i], u, b, h0, **opts))
+        torch.testing.assert_close(per_sample[i], torch.func.grad(loss)(u, xs[i]))
+    for i in range(2):
+        torch.testing.assert_close(batched_u[i], indrnn(x, us[i], b, h0, **opts))
+
+
 def test_meta_tensors_give_meta_outputs():
     """Shape inference on the meta device (e.g. a model built under ``torch.device("meta")``) runs the ops' fake
     registration: outputs of the right shapes, no kernel."""
