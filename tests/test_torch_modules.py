@@ -193,6 +193,28 @@ def test_module_under_autocast_equals_the_plain_loop_under_autocast():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_activation_checkpointing(use_reentrant):
+    """A deep stack under torch.utils.checkpoint (recompute in backward, the usual memory saver for 20+ layers)
+    gives the same gradients as storing every activation."""
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    layers = nn.ModuleList(IndRNN(8, 8, dtype=F64) for _ in range(4))
+    x = torch.randn(10, 3, 8, dtype=F64, requires_grad=True)
+    results = []
+    for ckpt in (False, True):
+        zero_grads(layers, x)
+        y = x
+        for layer in layers:
+            y = (checkpoint(lambda t, layer=layer: layer(t)[0], y, use_reentrant=use_reentrant) if ckpt
+                 else layer(y)[0])
+        y.square().sum().backward()
+        results.append(grads(layers, x))
+    for name in results[0]:
+        torch.testing.assert_close(results[1][name], results[0][name], msg=name)
+
+
 def test_cell_loop_equals_module():
     torch.manual_seed(0)
     rnn = IndRNN(3, 6, activation="tanh", dtype=F64)
