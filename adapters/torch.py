@@ -483,6 +483,15 @@ class IndRNN(_RecurrentMixin, nn.Module):
     def _recurrent_weights(self) -> list[Tensor]:
         return [getattr(self, w_hh) for _, w_hh, _ in self._layer_names]
 
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """As ``nn.RNN``: per layer and direction, ``[weight_ih, weight_hh, bias_ih]`` (no bias without ``bias``)."""
+        return [[getattr(self, name) for name in names if name is not None] for names in self._layer_names]
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do (``nn.RNN`` packs its weights for cuDNN here): kept so code written for ``nn.RNN`` runs
+        unchanged."""
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
@@ -501,11 +510,16 @@ class IndRNN(_RecurrentMixin, nn.Module):
             s += f", recurrent_bound={self.recurrent_bound:g}"
         return s
 
-    def forward(self, input: Union[Tensor, PackedSequence], h0: Optional[Tensor] = None, lengths=None):
-        """``(output, h_n)`` as ``nn.RNN``. ``lengths`` (an extension, for padded batches without packing, e.g.
-        under ``torch.compile``, which cannot trace ``pack_padded_sequence``): ``[B]`` valid steps per sequence of
-        a batched tensor input; the result equals packing the batch (outputs past a sequence's end are 0, ``h_n``
-        is each sequence's last valid step; the backward direction starts there)."""
+    def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[Tensor] = None, lengths=None, *,
+                h0: Optional[Tensor] = None):
+        """``(output, h_n)`` as ``nn.RNN``, whose name for the initial state, ``hx``, it takes (``h0=`` too).
+        ``lengths`` (an extension, for padded batches without packing, e.g. under ``torch.compile``, which cannot
+        trace ``pack_padded_sequence``): ``[B]`` valid steps per sequence of a batched tensor input; the result
+        equals packing the batch (outputs past a sequence's end are 0, ``h_n`` is each sequence's last valid step;
+        the backward direction starts there)."""
+        if h0 is not None and hx is not None:
+            raise TypeError("give the initial state as hx or as h0, not both")
+        h0 = hx if h0 is None else h0
         packed = isinstance(input, PackedSequence)
         weight = self.weight_ih_l0
         if lengths is not None and (packed or not isinstance(input, Tensor) or input.dim() != 3):

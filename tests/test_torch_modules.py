@@ -215,6 +215,25 @@ def test_activation_checkpointing(use_reentrant):
         torch.testing.assert_close(results[1][name], results[0][name], msg=name)
 
 
+def test_nn_rnn_surface():
+    """What code written for nn.RNN touches: the state as hx (positional or keyword), flatten_parameters(),
+    all_weights."""
+    torch.manual_seed(0)
+    rnn = IndRNN(3, 4, num_layers=2, bidirectional=True)
+    x, h = torch.randn(5, 2, 3), torch.randn(4, 2, 4)
+    want = rnn(x, h)
+    for got in (rnn(x, hx=h), rnn(x, h0=h)):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(TypeError, match="hx or as h0"):
+        rnn(x, h, h0=h)
+    rnn.flatten_parameters()
+    ref = nn.RNN(3, 4, num_layers=2, bidirectional=True)
+    assert [[p.shape[0] for p in ws] for ws in rnn.all_weights] == [[4, 4, 4]] * 4
+    assert len(rnn.all_weights) == len(ref.all_weights)
+    assert all(p is getattr(rnn, n) for ws, ns in zip(rnn.all_weights, rnn._layer_names) for p, n in zip(ws, ns))
+    assert [len(ws) for ws in IndRNN(3, 4, bias=False).all_weights] == [2]
+
+
 def test_cell_loop_equals_module():
     torch.manual_seed(0)
     rnn = IndRNN(3, 6, activation="tanh", dtype=F64)
