@@ -412,7 +412,7 @@ class IndRNN(_RecurrentMixin, nn.Module):
         input_size, hidden_size, num_layers, bias, batch_first, bidirectional: as ``nn.RNN``.
         dropout: dropout on the outputs of each layer but the last, as ``nn.RNN`` (element-wise; the paper's mask
             shared over time is :class:`SequenceDropout`, for custom stacks).
-        activation: "relu" (default), "tanh", "sigmoid" or "identity".
+        activation: "relu" (default), "tanh", "sigmoid" or "identity"; ``nonlinearity=`` (nn.RNN's name) works too.
         recurrent_init: range of the uniform init of u: None -> U(0, 1) (the paper's default); a ``(low, high)``
             tuple for all layers; or a list of tuples, one per layer (e.g. from ``indrnn_core.init``).
         recurrent_bound: None or a float; :meth:`clip_recurrent_` clamps every u to ``[-bound, bound]``. Clipping is
@@ -441,11 +441,20 @@ class IndRNN(_RecurrentMixin, nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  activation: str = "relu", recurrent_init=None, recurrent_bound: Optional[float] = None,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, *, nonlinearity: Optional[str] = None) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(value, (bool, int, np.bool_)):  # (0/1 work, as in nn.RNN)
+                hint = (" (nn.RNN's fourth positional argument is nonlinearity; here pass activation= or "
+                        "nonlinearity= by keyword)" if name == "bias" and isinstance(value, str) else "")
+                raise TypeError(f"{name} must be a bool, got {value!r}{hint}")
+        if nonlinearity is not None:  # nn.RNN's name for it
+            if activation != "relu" and activation != nonlinearity:
+                raise ValueError(f"activation={activation!r} and nonlinearity={nonlinearity!r} disagree; give one")
+            activation = nonlinearity
         if not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers

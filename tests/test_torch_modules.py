@@ -227,6 +227,11 @@ def test_nn_rnn_surface():
     with pytest.raises(TypeError, match="hx or as h0"):
         rnn(x, h, h0=h)
     rnn.flatten_parameters()
+    assert IndRNN(3, 4, nonlinearity="tanh").activation == "tanh"
+    with pytest.raises(TypeError, match="nonlinearity"):
+        IndRNN(3, 4, 2, "relu")  # nn.RNN's positional order; here the fourth is bias, as in nn.LSTM
+    with pytest.raises(ValueError, match="disagree"):
+        IndRNN(3, 4, activation="tanh", nonlinearity="relu")
     ref = nn.RNN(3, 4, num_layers=2, bidirectional=True)
     assert [[p.shape[0] for p in ws] for ws in rnn.all_weights] == [[4, 4, 4]] * 4
     assert len(rnn.all_weights) == len(ref.all_weights)
