@@ -170,7 +170,8 @@ def machine_table(doc: dict) -> str:
     layer = f", {m['numba_threading_layer']} threading layer" if m.get("numba_threading_layer") else ""
     rows = [["CPU", f"{m['cpu']} ({m['usable_cores']} of {m['cores']} cores usable, "
                     f"{m['numba_threads']} numba threads{layer})"],
-            ["memory", f"{m['memory_gib']} GiB"], ["load average at start (1, 5, 15 min)", ", ".join(map(str, m.get("load_average") or [])) or "–"],
+            ["memory", f"{m['memory_gib']} GiB"],
+            ["load average at start (1, 5, 15 min)", ", ".join(map(str, m.get("load_average") or [])) or "–"],
             ["OS", m["platform"]], ["python", m["python"]],
             ["packages", ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)],
             ["git commit", m.get("git_commit") or "–"], ["date (UTC)", m["date"]]]

@@ -10,9 +10,9 @@ hidden units, time-major):
   arrays), the autograd floor (the same kernels and buffers inside a bare ``autograd.Function``: what torch's
   autograd alone adds), the two custom ops called directly (torch allocates the outputs), and the functional
   ``indrnn`` through autograd. ``overhead_pct`` = extra time over the raw kernels on preallocated buffers (target:
-  < 10% at T=784, B=64, H=128); ``overhead_vs_allocating_pct`` = the same over the kernels allocating their outputs on each call
-  (``out=None``), which the adapter must do too. On the CPU, large outputs come from ``indrnn_core.host_cache``; the
-  "no cache" row shows what fresh pages from the OS cost instead.
+  < 10% at T=784, B=64, H=128); ``overhead_vs_allocating_pct`` = the same over the kernels allocating their
+  outputs on each call (``out=None``), which the adapter must do too. On the CPU, large outputs come from
+  ``indrnn_core.host_cache``; the "no host cache" row shows what fresh pages from the OS cost instead.
 * ``mode="call_T1"``: per-call time at T=1 (same B, H) of the raw kernel and of the adapter, forward (no grad) and
   forward + backward (autograd), and of the adapter with the kernels stubbed out: ``overhead_us``, the adapter's
   own cost (target: < 50 us); ``torch_add_us`` (one small ``torch.add``) is the machine's yardstick.
