@@ -15,7 +15,8 @@ hidden units, time-major):
   ``indrnn_core.host_cache``; the "no host cache" row shows what fresh pages from the OS cost instead.
 * ``mode="call_T1"``: per-call time at T=1 (same B, H) of the raw kernel and of the adapter, forward (no grad) and
   forward + backward (autograd), and of the adapter with the kernels stubbed out: ``overhead_us``, the adapter's
-  own cost (target: < 50 us); ``torch_add_us`` (one small ``torch.add``) is the machine's yardstick.
+  own cost (target: < 50 us); ``torch_add_us`` (one small ``torch.add``) is the machine's yardstick. Also one step
+  of a user's loop (forward + backward, input projection included) with ``IndRNNCell`` and with ``nn.RNNCell``.
 
 CPU times are wall clock; on CUDA the step and fwdbwd rows use ``torch.cuda.Event`` pairs on the current stream,
 the per-call rows wall clock with a synchronise after each batch of calls (host overhead is what they measure).
