@@ -250,7 +250,7 @@ def _eager(*tensors) -> bool:
 def _forward(x, u, b, h0, lengths, activation, batch_first, reverse):
     """``indrnn::forward`` -> (h, final state), by the cheapest route that gives the same result and gradients."""
     if not _eager(x, u, b, h0):
-        if (_functorch_transforms_active() and not torch.compiler.is_compiling()
+        if (_functorch_transforms_active() and not torch.compiler.is_compiling() and not _any_autocast_enabled()
                 and _current_dispatch_mode() is None and not _function_mode_enabled()):
             return _TransformForward.apply(x, u, b, h0, lengths, activation, batch_first, reverse)
         return _forward_overload(x, u, b, h0, lengths, activation, batch_first, reverse)
