@@ -2,11 +2,13 @@
 
 Times, per call on the current GPU: a bare Numba launch of an empty kernel, the pieces the launchers use
 (allocation, a small host-to-device copy, viewing a torch tensor), ``indrnn_core.forward``/``backward`` at T=1 and
-the torch op at T=1; then a cProfile of ``indrnn_core.forward`` at T=1, to find what to trim next.
+the torch op at T=1; then cProfiles of ``indrnn_core.forward`` at T=1 on Numba arrays and of the torch adapter's
+forward + backward at T=1 on CUDA tensors (the path users take), to find what to trim next.
 """
 
 import cProfile
 import pstats
+import sys
 import time
 
 import numpy as np
@@ -62,13 +64,21 @@ def main():
         pass
     for name, fn in rows.items():
         print(f"{name:<36} {per_call_us(fn):9.1f} us/call")
+    _profile("indrnn_core.forward T=1 on Numba arrays", lambda: indrnn_core.forward(x, u, out=h))
+    if "torch indrnn() T=1 + backward" in rows:
+        _profile("torch indrnn() T=1 + backward on CUDA tensors", rows["torch indrnn() T=1 + backward"])
+
+
+def _profile(title, fn, calls=200):
+    fn()
     prof = cProfile.Profile()
     prof.enable()
-    for _ in range(200):
-        indrnn_core.forward(x, u, out=h)
+    for _ in range(calls):
+        fn()
     cuda.synchronize()
     prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+    print(f"\n== cProfile: {title}, {calls} calls ==")
+    pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":
