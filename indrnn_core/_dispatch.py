@@ -134,7 +134,7 @@ def final_state(h, h0=None, lengths=None, reverse=False, batch_first=False, *, s
     lengths = v.host_lengths(lengths, T, B)
     if device == "cuda":
         out = cuda.device_empty((B, H), dtype, stream)
-        cuda.final_state_into(h, h0, lengths, reverse, batch_first, out, stream)
+        cuda.final_state_into(h, h0, lengths, reverse, batch_first, cuda.as_device_array(out), stream)
         return out
     h_tm = np.swapaxes(h, 0, 1) if batch_first else h
     hn = np.zeros((B, H), dtype=dtype) if h0 is None else np.array(h0, dtype=dtype)

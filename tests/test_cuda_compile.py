@@ -12,8 +12,9 @@ SCRIPT = r"""
 from numba import cuda, types
 from indrnn_core.cuda import recurrence as r
 for dt in (types.float32, types.float64):
-    A3, A2, A1 = (types.Array(dt, n, "C") for n in (3, 2, 1))
-    L, b, i = types.Array(types.int64, 1, "C"), types.boolean, types.int64
+    # Layout "A" (strided), as indrnn_core.cuda._launch compiles them for every array on a real GPU.
+    A3, A2, A1 = (types.Array(dt, n, "A") for n in (3, 2, 1))
+    L, b, i = types.Array(types.int64, 1, "A"), types.boolean, types.int64
     sigs = {
         "_forward_kernel": (A3, A1, A1, b, A2, b, L, b, b, i, b, A3, A2, b),
         "_backward_kernel": (A3, A3, A1, A2, b, L, b, b, i, b, A2, b, A3, A3, A2),

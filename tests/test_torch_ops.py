@@ -22,7 +22,7 @@ def nan_outputs(monkeypatch):
     """Every buffer the kernels fill starts as NaN, so an output a kernel forgot to write fails loudly."""
     def nan_filled(shape, like):
         t = torch.full(tuple(shape), float("nan"), dtype=like.dtype, device=like.device)
-        return t, (t if t.is_cuda else t.numpy())
+        return t, (adapter._CudaArray(t) if t.is_cuda else t.numpy())
 
     monkeypatch.setattr(adapter, "_empty", nan_filled)
 
@@ -257,6 +257,18 @@ def _check_zero_copy(spy, x, u, b, h0):
                               "out": h.data_ptr()}
     assert spy["backward"] == {"grad_h": grad_h.data_ptr(), "h": h.data_ptr(),
                                "out": [gx.data_ptr(), gu.data_ptr(), gb.data_ptr(), gh0.data_ptr()]}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_array_interface_of_tensors(dtype):
+    """The adapter's CUDA crossing describes a tensor's memory exactly (pointer, shape, byte strides, dtype), for
+    strided views too. Built from data_ptr/shape/stride, it is checked here on CPU tensors against NumPy's view."""
+    base = torch.zeros(5, 4, 6, dtype=dtype)
+    for t in (base, base[1:, ::2, 3:], base.permute(2, 0, 1), base[:, 1]):
+        cai = adapter._CudaArray(t).__cuda_array_interface__
+        a = t.numpy()
+        assert cai["data"] == (a.ctypes.data, False)
+        assert (cai["shape"], cai["strides"], np.dtype(cai["typestr"])) == (a.shape, a.strides, a.dtype)
 
 
 def test_zero_copy_cpu(spy):

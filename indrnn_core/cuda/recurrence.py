@@ -11,10 +11,9 @@ and clearing device memory for zeros.
 
 import numpy as np
 from numba import cuda
-from numba.cuda.cudadrv import devicearray as _devicearray
 
 from .._activations import activate, derivative_from_output
-from . import config
+from . import _launch, config
 
 # Visits loaded ahead of the dependent chain in each thread (registers per thread grow with it).
 CHUNK = 8
@@ -164,42 +163,19 @@ def require_gpu(name):
                          "run on the CPU, or install a CUDA driver and `pip install indrnn-core[cuda]`")
 
 
-_NUMBA_ARRAYS = tuple(getattr(_devicearray, name) for name in ("DeviceNDArray", "FakeCUDAArray")  # real, simulator
-                      if hasattr(_devicearray, name))
-
-
 def as_device_array(a):
-    """A Numba device array viewing ``a`` (no copy), or None. No synchronisation: the kernels run on the stream the
-    caller names (``stream=``, e.g. torch's current stream), which orders them after the producer's work."""
-    if a is None or isinstance(a, _NUMBA_ARRAYS) or not hasattr(a, "__cuda_array_interface__"):
-        return a  # None, already a Numba device array, or a simulator device array
-    return cuda.as_cuda_array(a, sync=False)
-
-
-_EXTERNAL_STREAMS = {}  # handle -> Numba wrapper: building one per call costs more than a short kernel
-
-
-def _stream(stream):
-    """A Numba stream from None (default stream), an int handle (e.g. torch's ``cuda_stream``), or a stream."""
-    if hasattr(stream, "cuda_stream"):  # a torch.cuda.Stream or a CuPy stream
-        stream = stream.cuda_stream
-    if stream is None or (isinstance(stream, int) and stream == 0):
-        return cuda.default_stream()
-    if isinstance(stream, int):
-        if stream not in _EXTERNAL_STREAMS:
-            if len(_EXTERNAL_STREAMS) > 64:  # a wrapper owns nothing: dropping them all is always safe
-                _EXTERNAL_STREAMS.clear()
-            _EXTERNAL_STREAMS[stream] = cuda.external_stream(stream)
-        return _EXTERNAL_STREAMS[stream]
-    return stream
+    """``a`` as the launchers take it, read once, never copied or synchronised: a :class:`DeviceView` on a real
+    GPU (the simulator's own array under the simulator), or None. The kernels run on the stream the caller names
+    (``stream=``, e.g. torch's current stream), which orders them after the producer's work."""
+    return _launch.view(a)
 
 
 def device_empty(shape, dtype, stream=None):
-    return cuda.device_array(shape, dtype=dtype, stream=_stream(stream))
+    return cuda.device_array(shape, dtype=dtype, stream=_launch.stream_pair(stream)[0])
 
 
 def copy_to_host(a):
-    return as_device_array(a).copy_to_host()
+    return _launch.numba_array(_launch.view(a)).copy_to_host()
 
 
 def _grid(n_threads):
@@ -207,7 +183,7 @@ def _grid(n_threads):
     return max(1, (n_threads + tpb - 1) // tpb), tpb
 
 
-_ZEROS = {}  # (device id, dtype, ndim) -> a read-only 1-element zero array standing in for an absent input
+_ZEROS = {}  # (CUDA context, dtype, ndim) -> a read-only 1-element zero array standing in for an absent input
 
 
 def _placeholder(a, dtype, ndim):
@@ -215,9 +191,9 @@ def _placeholder(a, dtype, ndim):
     an allocation and a host-to-device copy per call cost more than a short sequence's kernels."""
     if a is not None:
         return a, True
-    key = (getattr(cuda.get_current_device(), "id", 0), np.dtype(dtype).str, ndim)  # the simulator has no id
+    key = (_launch.context_handle(), np.dtype(dtype).str, ndim)
     if key not in _ZEROS:
-        _ZEROS[key] = cuda.to_device(np.zeros((1,) * ndim, dtype=dtype))
+        _ZEROS[key] = _launch.view(cuda.to_device(np.zeros((1,) * ndim, dtype=dtype)))
     return _ZEROS[key], False
 
 
@@ -225,13 +201,13 @@ def _device_lengths(lengths, T, stream):
     """(device lengths, present): no copy when every sequence runs all ``T`` steps (the common case)."""
     if lengths.size == 0 or lengths.min() == T:
         return _placeholder(None, np.int64, 1)
-    return cuda.to_device(lengths, stream=stream), True
+    return _launch.view(cuda.to_device(lengths, stream=stream[0])), True
 
 
 def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None, stream=None):
     """Fill device array ``out`` (``x``'s shape) with the recurrence, and ``final`` [B, H] (when given) with each
-    sequence's final state; see ``indrnn_core.cpu.forward_into``."""
-    stream = _stream(stream)
+    sequence's final state; see ``indrnn_core.cpu.forward_into``. Arrays come from :func:`as_device_array`."""
+    stream = _launch.stream_pair(stream)
     T = x.shape[1] if batch_first else x.shape[0]
     B, H = lengths.shape[0], u.shape[0]
     if B * H == 0:
@@ -241,15 +217,15 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=Non
     d_lengths, has_lengths = _device_lengths(lengths, T, stream)
     blocks, tpb = _grid(B * H)
     final, has_final = _placeholder(final, u.dtype, 2)
-    _forward_kernel[blocks, tpb, stream](x, u, b, has_b, h0, has_h0, d_lengths, has_lengths, reverse, act,
-                                         batch_first, out, final, has_final)
+    _launch.launch(_forward_kernel, blocks, tpb, stream, (x, u, b, has_b, h0, has_h0, d_lengths, has_lengths,
+                                                          reverse, act, batch_first, out, final, has_final), u.dtype)
 
 
 def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0, stream=None,
                   workspace=None):
     """Fill device arrays ``gx``, ``gu``, ``gb``, ``gh0``; see ``indrnn_core.cpu.backward_into``. ``workspace``:
     a [2, B, H] device array for the partial sums, or None to allocate one."""
-    stream = _stream(stream)
+    stream = _launch.stream_pair(stream)
     T = h.shape[1] if batch_first else h.shape[0]
     B, H = lengths.shape[0], u.shape[0]
     if H == 0:
@@ -258,17 +234,19 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
     grad_hn, has_grad_hn = _placeholder(grad_hn, u.dtype, 2)
     d_lengths, has_lengths = _device_lengths(lengths, T, stream)
     # Partials accumulate in the data type (float32 at least): one per column, summed afterwards in fixed order.
-    part = cuda.device_array((2, B, H), dtype=u.dtype, stream=stream) if workspace is None else workspace
+    if workspace is None:
+        workspace = _launch.view(cuda.device_array((2, B, H), dtype=u.dtype, stream=stream[0]))
     if B > 0:
         blocks, tpb = _grid(B * H)
-        _backward_kernel[blocks, tpb, stream](grad_h, h, u, h0, has_h0, d_lengths, has_lengths, reverse, act,
-                                              batch_first, grad_hn, has_grad_hn, gx, part, gh0)
+        _launch.launch(_backward_kernel, blocks, tpb, stream,
+                       (grad_h, h, u, h0, has_h0, d_lengths, has_lengths, reverse, act, batch_first, grad_hn,
+                        has_grad_hn, gx, workspace, gh0), u.dtype)
     blocks, tpb = _grid(H)
-    _sum_rows_kernel[blocks, tpb, stream](part, gu, gb)
+    _launch.launch(_sum_rows_kernel, blocks, tpb, stream, (workspace, gu, gb), u.dtype)
 
 
 def final_state_into(h, h0, lengths, reverse, batch_first, out, stream=None):
-    stream = _stream(stream)
+    stream = _launch.stream_pair(stream)
     T = h.shape[1] if batch_first else h.shape[0]
     B, H = out.shape
     if B * H == 0:
@@ -276,4 +254,5 @@ def final_state_into(h, h0, lengths, reverse, batch_first, out, stream=None):
     h0, has_h0 = _placeholder(h0, h.dtype, 2)
     d_lengths, has_lengths = _device_lengths(lengths, T, stream)
     blocks, tpb = _grid(B * H)
-    _final_state_kernel[blocks, tpb, stream](h, h0, has_h0, d_lengths, has_lengths, reverse, batch_first, out)
+    _launch.launch(_final_state_kernel, blocks, tpb, stream,
+                   (h, h0, has_h0, d_lengths, has_lengths, reverse, batch_first, out), h.dtype)

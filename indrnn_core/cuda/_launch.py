@@ -1,0 +1,210 @@
+"""Launching the compiled kernels with few Python layers between the caller and ``cuLaunchKernel``.
+
+Numba's ``kernel[grid, block, stream](*args)`` re-types every argument, wraps each array in a device-array object,
+looks up the CUDA context several times and checks the grid size on every call. On an H100 host that costs
+0.3-0.4 ms per launch (``python -m benchmarks.cuda_probe``), more than the kernels themselves take at short T, so a
+training step at T=100 was host-bound. Here:
+
+* each CUDA array is read once into a :class:`DeviceView` (pointer, shape, byte strides, dtype, read-only flag),
+  from its ``__cuda_array_interface__`` or a Numba device array's fields: validation and launch read the view;
+* each kernel is compiled once per (CUDA context, float dtype) with every array typed as layout ``"A"`` (strided
+  indexing, right for any strides: contiguity is never assumed, so no view can pick a wrong specialisation);
+* a launch packs the views into the kernel's parameter list as Numba's own launcher does (an array is ``meminfo,
+  parent, nitems, itemsize, data, *shape, *strides``) and calls ``cuda.core.launch`` on the caller's stream.
+
+Numba's simulator has no compiled kernels: there (and on a numba-cuda without ``cuda.core`` launches) the views
+are turned back into the simulator's arrays and the kernel is called the usual way, so the simulator tests run
+the same kernels through the same launchers.
+"""
+
+import ctypes
+import threading
+
+import numpy as np
+from numba import cuda
+from numba.cuda.cudadrv import devicearray as _devicearray
+
+try:  # numba-cuda >= 0.2x launches through cuda.core
+    from cuda.bindings import driver as _cudrv
+    from cuda.core import LaunchConfig as _LaunchConfig, Stream as _CoreStream, launch as _core_launch
+except ImportError:  # pragma: no cover - older numba-cuda: the dispatcher path below serves every launch
+    _core_launch = None
+
+try:
+    from numba.cuda.core.config import ENABLE_CUDASIM as _SIM
+except ImportError:  # older numba-cuda
+    from numba.core.config import ENABLE_CUDASIM as _SIM
+SIMULATOR = bool(_SIM)  # NUMBA_ENABLE_CUDASIM=1: kernels run in Numba's CUDA simulator, on host arrays
+
+
+class DeviceView:
+    """One CUDA array as the launchers take it: ``ptr`` (int), ``shape``/``strides`` (tuples; strides in bytes),
+    ``dtype`` (NumPy), ``readonly``, and ``owner`` (the object it came from, kept alive while the view is used).
+    It exposes ``__cuda_array_interface__`` itself, so it is a CUDA array wherever one is accepted."""
+
+    __slots__ = ("ptr", "shape", "strides", "dtype", "readonly", "owner")
+
+    def __init__(self, ptr, shape, strides, dtype, readonly, owner):
+        self.ptr, self.shape, self.strides, self.dtype, self.readonly, self.owner = (
+            ptr, shape, strides, dtype, readonly, owner)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "strides": self.strides, "typestr": self.dtype.str,
+                "data": (self.ptr, self.readonly), "version": 3}
+
+    def __repr__(self):
+        return f"DeviceView(shape={self.shape}, dtype={self.dtype}, ptr={self.ptr:#x})"
+
+
+_NUMBA_ARRAYS = tuple(getattr(_devicearray, name) for name in ("DeviceNDArray", "FakeCUDAArray")  # real, simulator
+                      if hasattr(_devicearray, name))
+_TYPESTR = {}  # typestr -> NumPy dtype (np.dtype() parses the string each time)
+
+
+def view(a):
+    """A :class:`DeviceView` of CUDA array ``a`` (no copy, no synchronisation), or ``a`` itself when it is None or
+    under the simulator, whose arrays live in host memory."""
+    if a is None or type(a) is DeviceView:
+        return a
+    if SIMULATOR:
+        return a if isinstance(a, _NUMBA_ARRAYS) else cuda.as_cuda_array(a, sync=False)
+    if isinstance(a, _NUMBA_ARRAYS):
+        ptr = a.device_ctypes_pointer.value or 0
+        return DeviceView(ptr, tuple(a.shape), tuple(a.strides), np.dtype(a.dtype), False, a)
+    cai = a.__cuda_array_interface__
+    if cai.get("mask") is not None:
+        raise ValueError("masked CUDA arrays are not supported")
+    shape = tuple(cai["shape"])
+    typestr = cai["typestr"]
+    dtype = _TYPESTR.get(typestr)
+    if dtype is None:
+        dtype = _TYPESTR[typestr] = np.dtype(typestr)
+    strides = cai.get("strides")
+    if strides is None:  # C-contiguous
+        strides, step = [], dtype.itemsize
+        for d in reversed(shape):
+            strides.append(step)
+            step *= d
+        strides = strides[::-1]
+    ptr, readonly = cai["data"]
+    return DeviceView(ptr or 0, shape, tuple(strides), dtype, bool(readonly), a)
+
+
+def numba_array(a):
+    """A Numba device array over the same memory as ``a`` (a view, or anything :func:`view` takes)."""
+    if a is None or isinstance(a, _NUMBA_ARRAYS):
+        return a
+    return cuda.as_cuda_array(a, sync=False)
+
+
+# ---- streams ----------------------------------------------------------------------------------------------------
+
+_STREAMS = {}  # None or int handle -> (Numba stream, cuda.core stream): building either per call costs more than a kernel
+
+
+def stream_pair(stream):
+    """(Numba stream, cuda.core stream) for ``stream``: None (Numba's default stream), an int handle (e.g. torch's
+    ``cuda_stream``), an object with ``cuda_stream`` (torch, CuPy) or a Numba stream. Under the simulator, where
+    every launch runs to completion at once, the cuda.core stream is None."""
+    if hasattr(stream, "cuda_stream"):
+        stream = stream.cuda_stream
+    if SIMULATOR:
+        return (cuda.default_stream() if stream is None or isinstance(stream, int) else stream), None
+    key = stream if stream is None or isinstance(stream, int) else _handle(stream)
+    pair = _STREAMS.get(key)
+    if pair is None:
+        if len(_STREAMS) > 64:  # the wrappers own nothing: dropping them all is always safe
+            _STREAMS.clear()
+        handle = _handle(cuda.default_stream()) if key is None else key  # None: 0, or Numba's per-thread stream
+        numba_stream = cuda.default_stream() if handle == 0 else cuda.external_stream(handle)
+        pair = _STREAMS[key] = (numba_stream, _CoreStream.from_handle(handle) if _core_launch else None)
+    return pair
+
+
+def _handle(numba_stream):
+    h = numba_stream.handle
+    return int(getattr(h, "value", h) or 0)  # a ctypes pointer (older numba-cuda) or a driver handle
+
+
+def context_handle():
+    """The current CUDA context (an int, 0 when none or under the simulator): compiled kernels and cached device
+    arrays belong to one context."""
+    if SIMULATOR:
+        return 0
+    err, ctx = _cudrv.cuCtxGetCurrent()
+    return int(ctx) if err == _cudrv.CUresult.CUDA_SUCCESS else 0
+
+
+# ---- launching --------------------------------------------------------------------------------------------------
+
+_KERNELS = {}  # (dispatcher, context handle, dtype) -> cuda.core kernel
+_COMPILE_LOCK = threading.Lock()
+_CONFIGS = {}  # (blocks, threads) -> LaunchConfig
+
+
+def _signature(args):
+    from numba import from_dtype, types
+
+    sig = []
+    for a in args:
+        if type(a) is DeviceView:
+            sig.append(types.Array(from_dtype(a.dtype), len(a.shape), "A"))
+        elif type(a) is bool:
+            sig.append(types.boolean)
+        elif type(a) is int:
+            sig.append(types.int64)
+        else:
+            raise TypeError(f"unexpected kernel argument {type(a).__name__}")
+    return tuple(sig)
+
+
+def _compiled(dispatcher, args, dtype):
+    ctx = context_handle()
+    kernel = _KERNELS.get((dispatcher, ctx, dtype))
+    if kernel is None:
+        if ctx == 0:  # no current context yet: let Numba create it (its primary context, which torch shares)
+            cuda.current_context()
+            return _compiled(dispatcher, args, dtype)
+        with _COMPILE_LOCK:
+            compiled = dispatcher.compile(_signature(args))
+            kernel = _KERNELS[(dispatcher, ctx, dtype)] = compiled._codelibrary.get_cufunc().kernel
+    return kernel
+
+
+def launch(dispatcher, blocks, threads, stream, args, dtype):
+    """``dispatcher[blocks, threads, stream](*args)`` for ``args`` of :class:`DeviceView` (arrays of ``dtype``
+    floats and int64), bool and int, without Numba's per-call typing and wrapping. ``stream``: from
+    :func:`stream_pair`."""
+    numba_stream, core_stream = stream
+    if SIMULATOR or core_stream is None:
+        dispatcher[blocks, threads, numba_stream](*(numba_array(a) if type(a) is DeviceView else a
+                                                    for a in args))
+        return
+    params = []
+    for a in args:
+        if type(a) is DeviceView:
+            # Numba's array parameters: meminfo, parent, nitems, itemsize, data, shape..., strides... (bytes)
+            n = 1
+            for d in a.shape:
+                n *= d
+            params += (0, 0, n, a.dtype.itemsize, a.ptr, *a.shape, *a.strides)
+        elif type(a) is int:
+            params.append(ctypes.c_int64(a))
+        else:  # bool, passed as Numba passes it
+            params.append(a)
+    config = _CONFIGS.get((blocks, threads))
+    if config is None:
+        config = _CONFIGS[(blocks, threads)] = _LaunchConfig(grid=blocks, block=threads)
+    _core_launch(core_stream, config, _compiled(dispatcher, args, dtype), *params)

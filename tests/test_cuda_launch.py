@@ -1,0 +1,71 @@
+"""How the CUDA launchers read arrays (``indrnn_core.cuda._launch``), checked without a GPU.
+
+On a real GPU every CUDA array is read once into a ``DeviceView`` (pointer, shape, byte strides, dtype, read-only
+flag) from its ``__cuda_array_interface__``, and the kernels are launched from those fields. The views are built
+from plain host objects exposing the interface here (nothing is dereferenced); the launches themselves run in
+``test_kernels.py`` and the torch tests on a real GPU, against the float64 reference.
+"""
+
+import numpy as np
+import pytest
+
+from indrnn_core.cuda import _launch
+
+
+class Interface:
+    """A host object exposing the CUDA array interface of a NumPy array (only read, never dereferenced)."""
+
+    def __init__(self, a, *, readonly=False, strides="numpy", mask=None):
+        self.a = a
+        self.__cuda_array_interface__ = {
+            "shape": a.shape, "typestr": a.dtype.str, "data": (a.ctypes.data, readonly), "version": 3,
+            "strides": a.strides if strides == "numpy" else strides, "mask": mask}
+
+
+@pytest.fixture
+def real_gpu_views(monkeypatch):
+    monkeypatch.setattr(_launch, "SIMULATOR", False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_view_reads_pointer_shape_strides_dtype(real_gpu_views, dtype):
+    base = np.zeros((5, 4, 6), dtype)
+    for a in (base, base[1:, ::2, 3:], base.transpose(2, 0, 1), base[:0]):
+        v = _launch.view(Interface(a))
+        assert (v.ptr, v.shape, v.strides, v.dtype, v.readonly) == (a.ctypes.data, a.shape, a.strides, a.dtype, False)
+        assert v.ndim == a.ndim and v.size == a.size
+        assert _launch.view(v) is v
+
+
+def test_view_of_c_contiguous_interface_without_strides(real_gpu_views):
+    """The interface may leave strides out for C-contiguous data: they are computed, in bytes."""
+    a = np.zeros((3, 4, 5), np.float32)
+    assert _launch.view(Interface(a, strides=None)).strides == a.strides == (80, 20, 4)
+
+
+def test_view_keeps_read_only_flag_and_owner(real_gpu_views):
+    obj = Interface(np.zeros(3))
+    assert _launch.view(obj).owner is obj
+    assert _launch.view(Interface(np.zeros(3), readonly=True)).readonly
+
+
+def test_view_rejects_masked_arrays(real_gpu_views):
+    with pytest.raises(ValueError, match="masked"):
+        _launch.view(Interface(np.zeros(3), mask=(0, False)))
+
+
+def test_view_round_trips_its_own_interface(real_gpu_views):
+    v = _launch.view(Interface(np.zeros((2, 3), np.float64)[:, ::2], readonly=True))
+    w = _launch.view(type("Obj", (), {"__cuda_array_interface__": v.__cuda_array_interface__})())
+    assert (w.ptr, w.shape, w.strides, w.dtype, w.readonly) == (v.ptr, v.shape, v.strides, v.dtype, v.readonly)
+
+
+def test_signature_types_every_array_as_strided(real_gpu_views):
+    from numba import types
+
+    x = _launch.view(Interface(np.zeros((2, 3, 4), np.float32)))
+    lengths = _launch.view(Interface(np.zeros(3, np.int64)))
+    assert _launch._signature((x, lengths, True, 2)) == (
+        types.Array(types.float32, 3, "A"), types.Array(types.int64, 1, "A"), types.boolean, types.int64)
+    with pytest.raises(TypeError, match="float"):
+        _launch._signature((1.5,))
