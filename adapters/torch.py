@@ -89,7 +89,7 @@ def _check_supported(**named: Optional[Tensor]) -> None:
             raise ValueError(f"{name} must be a CPU or CUDA tensor, got one on {t.device}")
 
 
-_TYPESTRS = {torch.float32: "<f4", torch.float64: "<f8"}
+_TYPESTRS = {torch.float32: ("<f4", 4), torch.float64: ("<f8", 8)}
 
 
 class _CudaArray:
@@ -102,10 +102,9 @@ class _CudaArray:
 
     def __init__(self, t: Tensor):
         self.tensor = t
-        itemsize = t.element_size()
-        self.__cuda_array_interface__ = {
-            "shape": tuple(t.shape), "strides": tuple(s * itemsize for s in t.stride()),
-            "typestr": _TYPESTRS[t.dtype], "data": (t.data_ptr(), False), "version": 3}
+        typestr, itemsize = _TYPESTRS[t.dtype]
+        self.__cuda_array_interface__ = {"shape": tuple(t.shape), "strides": tuple([s * itemsize for s in t.stride()]),
+                                         "typestr": typestr, "data": (t.data_ptr(), False), "version": 3}
 
 
 def _array(t: Optional[Tensor]):
@@ -119,16 +118,20 @@ def _array(t: Optional[Tensor]):
     return (t.detach() if t.requires_grad else t).numpy()
 
 
-def _stream(t: Tensor):
-    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else None
-
-
 _NO_GUARD = contextlib.nullcontext()
+# torch's current stream of a GPU as a raw cudaStream_t (what torch.cuda.current_stream().cuda_stream gives, without
+# building a Stream object); absent from CPU-only builds.
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
-def _device_guard(t: Tensor):
-    """Makes ``t``'s GPU the current one while the core runs (its kernels launch in the current CUDA context)."""
-    return torch.cuda.device(t.device) if t.is_cuda and t.get_device() != torch.cuda.current_device() else _NO_GUARD
+def _cuda_launch_context(t: Tensor):
+    """(context manager, stream) for running the core on ``t``'s data: its GPU made current while the kernels
+    launch (they launch in the current CUDA context) and torch's current stream there; (no-op, None) on the CPU."""
+    if not t.is_cuda:
+        return _NO_GUARD, None
+    index = t.get_device()
+    stream = _raw_stream(index) if _raw_stream is not None else torch.cuda.current_stream(t.device).cuda_stream
+    return (_NO_GUARD if index == torch.cuda.current_device() else torch.cuda.device(index)), stream
 
 
 def _forward_impl(x: Tensor, u: Tensor, b: Optional[Tensor], h0: Optional[Tensor], lengths: Optional[Tensor],
@@ -138,10 +141,10 @@ def _forward_impl(x: Tensor, u: Tensor, b: Optional[Tensor], h0: Optional[Tensor
     h, h_out = _empty(x.shape, x)
     # (A malformed x gets an empty stand-in here: the core's validation names the problem.)
     h_n, h_n_out = _empty((x.shape[0 if batch_first else 1], x.shape[2]) if x.dim() == 3 else (0, 0), x)
-    with _device_guard(x):
+    guard, stream = _cuda_launch_context(x)
+    with guard:
         _core.forward(_array(x), _array(u), _array(b), _array(h0), activation=activation, batch_first=batch_first,
-                      lengths=_array(lengths), reverse=reverse, out=h_out, final_state_out=h_n_out,
-                      stream=_stream(x))
+                      lengths=_array(lengths), reverse=reverse, out=h_out, final_state_out=h_n_out, stream=stream)
     return h, h_n
 
 
@@ -163,10 +166,11 @@ def _backward_impl(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], l
         _empty((h.shape[0 if batch_first else 1], h.shape[2]), h))
     # On CUDA the kernels' scratch comes from torch's caching allocator (stream-ordered, no cudaMalloc per call).
     workspace = _CudaArray(torch.empty((2, *gh0.shape), dtype=h.dtype, device=h.device)) if h.is_cuda else None
-    with _device_guard(h):
+    guard, stream = _cuda_launch_context(h)
+    with guard:
         _core.backward(_array(grad_h), _array(h), _array(u), _array(h0), activation=activation,
                        batch_first=batch_first, lengths=_array(lengths), reverse=reverse, grad_hn=_array(grad_hn),
-                       out=(gx_out, gu_out, gb_out, gh0_out), stream=_stream(h), workspace=workspace)
+                       out=(gx_out, gu_out, gb_out, gh0_out), stream=stream, workspace=workspace)
     return gx, gu, gb, gh0
 
 

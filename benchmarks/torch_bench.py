@@ -270,25 +270,35 @@ def _out_buffer(like):
     return torch.from_numpy(np.empty(tuple(like.shape), np.dtype(str(like.dtype).removeprefix("torch."))))
 
 
+def _core_array(t):
+    """A tensor as a direct user of the core would hold it, made once: a NumPy view of CPU memory, or a Numba
+    device array over CUDA memory (torch's own ``__cuda_array_interface__`` costs microseconds per read)."""
+    if t.device.type == "cuda":
+        from numba import cuda
+
+        return cuda.as_cuda_array(t.detach(), sync=False)
+    return np.from_dlpack(t.detach())
+
+
 def _raw(x, u, b, h0, grad):
-    """The kernels alone on preallocated buffers: NumPy views of the CPU tensors, or the CUDA tensors themselves."""
+    """The kernels alone on preallocated buffers (the backward's CUDA workspace too), held as :func:`_core_array`."""
     import torch
 
     import indrnn_core
 
     cuda = x.device.type == "cuda"
-    arr = (lambda t: t) if cuda else (lambda t: np.from_dlpack(t))
     stream = torch.cuda.current_stream().cuda_stream if cuda else None
-    xa, ua, ba, h0a, ga = map(arr, (x, u, b, h0, grad))
-    h = arr(_out_buffer(x))
-    outs = tuple(arr(_out_buffer(t)) for t in (x, u, u, h0))
+    xa, ua, ba, h0a, ga = map(_core_array, (x, u, b, h0, grad))
+    h = _core_array(_out_buffer(x))
+    outs = tuple(_core_array(_out_buffer(t)) for t in (x, u, u, h0))
+    workspace = _core_array(x.new_empty((2, *h0.shape))) if cuda else None
 
     def forward():
         indrnn_core.forward(xa, ua, ba, h0a, out=h, stream=stream)
 
     def forward_backward():
         forward()
-        indrnn_core.backward(ga, h, ua, h0a, out=outs, stream=stream)
+        indrnn_core.backward(ga, h, ua, h0a, out=outs, stream=stream, workspace=workspace)
 
     return forward, forward_backward
 
@@ -302,9 +312,8 @@ def _raw_allocating(x, u, b, h0, grad, *, cache: bool = True):
     import indrnn_core
 
     cuda = x.device.type == "cuda"
-    arr = (lambda t: t) if cuda else (lambda t: np.from_dlpack(t))
     stream = torch.cuda.current_stream().cuda_stream if cuda else None
-    xa, ua, ba, h0a, ga = map(arr, (x, u, b, h0, grad))
+    xa, ua, ba, h0a, ga = map(_core_array, (x, u, b, h0, grad))
 
     def forward_backward():
         h = indrnn_core.forward(xa, ua, ba, h0a, stream=stream)
@@ -335,12 +344,12 @@ def _autograd_floor(x, u, b, h0, grad):
     import indrnn_core
 
     cuda = x.device.type == "cuda"
-    arr = (lambda t: t) if cuda else (lambda t: np.from_dlpack(t))
     stream = torch.cuda.current_stream().cuda_stream if cuda else None
-    xa, ua, ba, h0a, ga = map(arr, (x, u, b, h0, grad))
+    xa, ua, ba, h0a, ga = map(_core_array, (x, u, b, h0, grad))
     h, h_n = _out_buffer(x), _out_buffer(h0)
     grads = tuple(_out_buffer(t) for t in (x, u, u, h0))
-    ha, h_na, grads_a = arr(h), arr(h_n), tuple(map(arr, grads))
+    ha, h_na, grads_a = _core_array(h), _core_array(h_n), tuple(map(_core_array, grads))
+    workspace = _core_array(x.new_empty((2, *h0.shape))) if cuda else None
 
     class Floor(torch.autograd.Function):
         @staticmethod
@@ -350,7 +359,7 @@ def _autograd_floor(x, u, b, h0, grad):
 
         @staticmethod
         def backward(ctx, grad_h, grad_hn):
-            indrnn_core.backward(ga, ha, ua, h0a, out=grads_a, stream=stream)
+            indrnn_core.backward(ga, ha, ua, h0a, out=grads_a, stream=stream, workspace=workspace)
             return tuple(g.detach() for g in grads)  # sole owners: autograd moves them into .grad, no copy
 
     leaves = [t.detach().clone().requires_grad_(True) for t in (x, u, b, h0)]

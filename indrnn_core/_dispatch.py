@@ -11,7 +11,7 @@ from ._host_cache import host_cache
 def _cuda_module(name):
     from . import cuda as _cuda
 
-    _cuda.require_gpu(name)
+    _cuda.require_gpu(name)  # checks once per process that a GPU is usable; a clear error if not
     return _cuda
 
 

@@ -19,7 +19,9 @@ def is_cuda_array(a):
     """True for objects exposing ``__cuda_array_interface__`` (and Numba simulator device arrays)."""
     if isinstance(a, np.ndarray):
         return False
-    if hasattr(a, "__cuda_array_interface__"):
+    # The class first: a property there (Numba, torch, CuPy arrays) is found without being evaluated, and building
+    # the interface costs microseconds per read. An instance attribute (a plain holder object) is checked after.
+    if hasattr(type(a), "__cuda_array_interface__") or hasattr(a, "__cuda_array_interface__"):
         return True
     # Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) hands out host-backed arrays without the interface.
     sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
@@ -131,10 +133,12 @@ def _full_lengths(B, T):
 def check_writable(name, a):
     if isinstance(a, np.ndarray):
         writable = a.flags.writeable
-    elif hasattr(a, "__cuda_array_interface__"):
-        writable = not a.__cuda_array_interface__["data"][1]
-    else:  # simulator device array
+    elif hasattr(a, "_ary"):  # a Numba simulator device array
         writable = a._ary.flags.writeable
+    elif hasattr(a, "gpu_data"):  # a Numba device array: always writable (and its interface is slow to build)
+        writable = True
+    else:
+        writable = not a.__cuda_array_interface__["data"][1]
     if not writable:
         raise ValueError(f"{name} must be writable, got a read-only array")
 

@@ -69,3 +69,28 @@ def test_signature_types_every_array_as_strided(real_gpu_views):
         types.Array(types.float32, 3, "A"), types.Array(types.int64, 1, "A"), types.boolean, types.int64)
     with pytest.raises(TypeError, match="float"):
         _launch._signature((1.5,))
+
+
+GPU = pytest.mark.skipif(_launch.SIMULATOR, reason="needs a real CUDA GPU (the simulator launches through Numba)")
+
+
+@GPU
+def test_real_gpu_launches_take_the_direct_path():
+    """On a GPU the kernels are launched from cached compiled kernels, not Numba's per-call dispatcher, and a
+    Numba array, a foreign CUDA array (read through its interface) and a strided view all give the reference."""
+    from numba import cuda
+
+    import indrnn_core
+    from indrnn_core.reference import forward as reference
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 5))
+    u = rng.uniform(-1, 1, 5)
+    expected = reference(x, u)
+    d_x, d_u = cuda.to_device(x), cuda.to_device(u)
+    foreign = type("Foreign", (), {"__cuda_array_interface__": property(lambda self: d_x.__cuda_array_interface__)})
+    wide = cuda.to_device(np.repeat(x, 2, axis=2))  # x at odd columns: a strided view
+    for x_arg in (d_x, foreign(), wide[:, :, 1::2]):
+        np.testing.assert_allclose(indrnn_core.forward(x_arg, d_u).copy_to_host(), expected, rtol=1e-12)
+    assert _launch._core_launch is not None
+    assert any(key[0] is indrnn_core.cuda.recurrence._forward_kernel for key in _launch._KERNELS)

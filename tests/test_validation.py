@@ -103,8 +103,11 @@ def test_arrays_on_different_devices():
 def test_cuda_arrays_without_gpu(monkeypatch):
     from numba import cuda
 
+    from indrnn_core.cuda import recurrence
+
     d_x, d_u = cuda.to_device(X), cuda.to_device(U)
     monkeypatch.setattr(cuda, "is_available", lambda: False)
+    monkeypatch.setattr(recurrence, "_GPU_FOUND", [])  # forget an earlier test's GPU check
     with pytest.raises(ValueError, match="x is a CUDA array but no usable CUDA GPU"):
         indrnn_core.forward(d_x, d_u)
 

@@ -111,7 +111,7 @@ def numba_array(a):
 
 # ---- streams ----------------------------------------------------------------------------------------------------
 
-_STREAMS = {}  # None or int handle -> (Numba stream, cuda.core stream): building either per call costs more than a kernel
+_STREAMS = {}  # None or int handle -> (Numba stream, cuda.core stream): building them costs more than a kernel
 
 
 def stream_pair(stream):
@@ -139,12 +139,17 @@ def _handle(numba_stream):
 
 
 def context_handle():
-    """The current CUDA context (an int, 0 when none or under the simulator): compiled kernels and cached device
-    arrays belong to one context."""
+    """The current CUDA context, as an int (created first when there is none; 0 under the simulator): compiled
+    kernels and cached device arrays belong to one context. One driver call, not Numba's context lookup."""
     if SIMULATOR:
         return 0
+    if _core_launch is None:  # pragma: no cover - older numba-cuda
+        return cuda.current_context().handle.value
     err, ctx = _cudrv.cuCtxGetCurrent()
-    return int(ctx) if err == _cudrv.CUresult.CUDA_SUCCESS else 0
+    if err != _cudrv.CUresult.CUDA_SUCCESS or not int(ctx):
+        cuda.current_context()  # none current yet: Numba makes its (primary) context current, which torch shares
+        err, ctx = _cudrv.cuCtxGetCurrent()
+    return int(ctx)
 
 
 # ---- launching --------------------------------------------------------------------------------------------------
@@ -170,23 +175,19 @@ def _signature(args):
     return tuple(sig)
 
 
-def _compiled(dispatcher, args, dtype):
-    ctx = context_handle()
+def _compiled(dispatcher, args, dtype, ctx):
     kernel = _KERNELS.get((dispatcher, ctx, dtype))
     if kernel is None:
-        if ctx == 0:  # no current context yet: let Numba create it (its primary context, which torch shares)
-            cuda.current_context()
-            return _compiled(dispatcher, args, dtype)
         with _COMPILE_LOCK:
             compiled = dispatcher.compile(_signature(args))
             kernel = _KERNELS[(dispatcher, ctx, dtype)] = compiled._codelibrary.get_cufunc().kernel
     return kernel
 
 
-def launch(dispatcher, blocks, threads, stream, args, dtype):
+def launch(dispatcher, blocks, threads, stream, args, dtype, ctx):
     """``dispatcher[blocks, threads, stream](*args)`` for ``args`` of :class:`DeviceView` (arrays of ``dtype``
     floats and int64), bool and int, without Numba's per-call typing and wrapping. ``stream``: from
-    :func:`stream_pair`."""
+    :func:`stream_pair`; ``ctx``: :func:`context_handle`, read once by the caller."""
     numba_stream, core_stream = stream
     if SIMULATOR or core_stream is None:
         dispatcher[blocks, threads, numba_stream](*(numba_array(a) if type(a) is DeviceView else a
@@ -207,4 +208,4 @@ def launch(dispatcher, blocks, threads, stream, args, dtype):
     config = _CONFIGS.get((blocks, threads))
     if config is None:
         config = _CONFIGS[(blocks, threads)] = _LaunchConfig(grid=blocks, block=threads)
-    _core_launch(core_stream, config, _compiled(dispatcher, args, dtype), *params)
+    _core_launch(core_stream, config, _compiled(dispatcher, args, dtype, ctx), *params)
