@@ -3,7 +3,8 @@
 Times, per call on the current GPU: a bare Numba launch of an empty kernel, the pieces the launchers use
 (allocation, a small host-to-device copy, viewing a torch tensor), ``indrnn_core.forward``/``backward`` at T=1 and
 the torch op at T=1; then cProfiles of ``indrnn_core.forward`` at T=1 on Numba arrays and of the torch adapter's
-forward + backward at T=1 on CUDA tensors (the path users take), to find what to trim next.
+forward + backward at T=1 on CUDA tensors (the path users take), to find what to trim next. The kernels' own GPU
+time comes from Nsight Compute: ``ncu --clock-control none python -m benchmarks.kernel_ncu``.
 """
 
 import cProfile
@@ -69,44 +70,8 @@ def main():
         print(f"{name:<44} {per_call_us(fn):9.1f} us/call")
     _profile("indrnn_core.forward T=1 on Numba arrays", lambda: indrnn_core.forward(x, u, out=h))
     _profile("indrnn_core.backward T=1 on Numba arrays", rows["indrnn_core.backward T=1 (out=, workspace=)"])
-    _kernel_times(x, h, u, ws, gu, gb)
     if "torch indrnn() T=1 + backward" in rows:
         _profile("torch indrnn() T=1 + backward on CUDA tensors", rows["torch indrnn() T=1 + backward"])
-
-
-@cuda.jit
-def _spin(microseconds):
-    for _ in range(microseconds):
-        cuda.nanosleep(1000)
-
-
-def _kernel_times(x, h, u, ws, gu, gb, calls=100):
-    """GPU time per kernel at T=1 (CUDA events around many launches queued behind a ~20 ms spin kernel, so the
-    GPU runs them back to back whatever the host's launch cost): what the host cannot hide at short T."""
-    from indrnn_core.cuda import recurrence as r
-
-    def events(fn):
-        fn()
-        start, end = cuda.event(), cuda.event()
-        _spin[1, 1](20000)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        return cuda.event_elapsed_time(start, end) * 1e3 / calls
-
-    B, H = x.shape[1], x.shape[2]
-    grid, grid_h = (B * H + 255) // 256, (H + 255) // 256
-    lengths = cuda.to_device(np.ones(B, np.int64))
-    fwd = lambda: r._forward_kernel[grid, 256](x, u, u, False, h[0], False, lengths, False, False, 0, False, h,
-                                                h[0], False)
-    bwd = lambda: r._backward_kernel[grid, 256](x, h, u, h[0], False, lengths, False, False, 0, False, h[0],
-                                                 False, x, ws, h[0])
-    rows = lambda: r._sum_rows_kernel[grid_h, 256](ws, gu, gb)
-    print("\n== GPU time per launch at T=1 (us, CUDA events; the launches queue back to back) ==")
-    for name, fn in (("_forward_kernel", fwd), ("_backward_kernel", bwd), ("_sum_rows_kernel", rows)):
-        print(f"{name:<20} {events(fn):8.1f}")
 
 
 def _profile(title, fn, calls=200):
