@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import indrnn_core
 from indrnn_core import reference
+from indrnn_core.cuda.recurrence import CHUNK
 from indrnn_core.testing import check_gradients, core_forward, core_vjp, default_tolerance, nan_like, problems
 
 # The CUDA simulator costs ~5 µs per element-step: keep its problems tiny.
@@ -87,6 +88,7 @@ def test_gradients_match_finite_differences_cuda(problem):
     assert report.ok, report
 
 
+CHUNK_LENGTHS = [2 * CHUNK + 1, 2 * CHUNK, CHUNK + 1, CHUNK, CHUNK - 1, 1, 0]
 EDGE_CASES = {
     # id: (T, B, H, lengths, reverse)
     "T1-B1-H1": (1, 1, 1, None, False),
@@ -96,9 +98,11 @@ EDGE_CASES = {
     "lengths-0-and-T-reverse": (5, 3, 3, [5, 0, 2], True),
     "B*H-not-multiple-of-block": (3, 7, 3, [3, 1, 0, 2, 3, 3, 1], False),
     "awkward-T63-H500": (63, 3, 500, [63, 17, 0], False),
-    # The CUDA kernels load CHUNK=8 visits ahead: lengths just under, at and over multiples of it.
-    "chunk-boundaries": (17, 7, 3, [17, 16, 9, 8, 7, 1, 0], False),
-    "chunk-boundaries-reverse": (17, 7, 3, [17, 16, 9, 8, 7, 1, 0], True),
+    # The CUDA kernels load CHUNK visits ahead: lengths just under, at and over multiples of it.
+    "chunk-boundaries": (2 * CHUNK + 1, 7, 3, CHUNK_LENGTHS, False),
+    "chunk-boundaries-reverse": (2 * CHUNK + 1, 7, 3, CHUNK_LENGTHS, True),
+    # ... and the gu/gb sum over sequences loads CHUNK rows ahead: B over two chunks, not a multiple of one.
+    "sum-rows-chunks": (3, 2 * CHUNK + 3, 2, None, False),
 }
 
 
