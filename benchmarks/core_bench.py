@@ -10,8 +10,9 @@ cache first, while NumPy's loops and these kernels use ordinary stores (measured
 large T the copy floor is out of reach of any kernel with ordinary stores and the plain-store floor is the one it
 can meet.
 
-CPU: NumPy arrays, ``time.perf_counter``, ``np.copyto``. CUDA: numba device arrays, CUDA events on one stream,
-device-to-device copy. Outputs are preallocated and passed as ``out=`` so allocation is not timed; the first calls
+CPU: NumPy arrays, ``time.perf_counter``, ``np.copyto``. CUDA: numba device arrays, device-to-device copy, GPU time
+from CUDA events on one stream, the calls queued behind a spin kernel so that the host's launch cost stays out of
+the kernels' times (it is the torch rows' subject). Outputs are preallocated and passed as ``out=`` so allocation is not timed; the first calls
 (JIT compilation) are warm-up and not timed either.
 
 Also home of the helpers the other suites share: ``machine_info``, ``measure`` (CPU wall clock), ``measure_cuda``
@@ -189,21 +190,55 @@ def measure(fn, repeats: int, *, warmup: int = 2, max_seconds: float | None = No
     return summary(times)
 
 
+_HOLD = []  # [the hold kernel, microseconds per loop iteration], made and calibrated on first use
+
+
+def _hold_stream(stream, microseconds: float) -> None:
+    """Keep ``stream`` busy for about ``microseconds`` with a one-thread spin kernel, so that work queued behind it
+    meanwhile runs back to back, at the GPU's own pace, whatever the host's launch cost."""
+    from numba import cuda
+
+    from indrnn_core.cuda import _launch
+
+    if _launch.SIMULATOR:  # the simulator runs each launch to completion: nothing to hold
+        return
+    if not _HOLD:
+        @cuda.jit
+        def hold(iterations):
+            for _ in range(iterations):
+                cuda.nanosleep(1000)
+
+        hold[1, 1, stream](1)
+        start, end = cuda.event(), cuda.event()
+        start.record(stream)
+        hold[1, 1, stream](20000)
+        end.record(stream)
+        end.synchronize()
+        _HOLD.extend([hold, max(start.elapsed_time(end) * 1e3 / 20000, 0.05)])
+    hold, us_per_iteration = _HOLD
+    hold[1, 1, stream](int(microseconds / us_per_iteration) + 1)
+
+
 def measure_cuda(fn, stream, repeats: int, *, warmup: int = 2, max_seconds: float | None = None) -> dict:
-    """Time ``fn()`` (which launches work on ``stream``) with a pair of CUDA events per call, so only the GPU's
-    time between them counts, not the host's."""
+    """GPU time of ``fn()`` (which launches work on ``stream``): a pair of CUDA events around each call, all queued
+    behind :func:`_hold_stream` while the host enqueues them, so the host's launch cost (the torch rows and
+    ``benchmarks.cuda_probe`` measure that) never shows as GPU idle time between the events."""
     from numba import cuda
 
     for _ in range(max(1, warmup)):
         fn()
     stream.synchronize()
     start, end = cuda.event(), cuda.event()
+    t0 = time.perf_counter()
     start.record(stream)
     fn()
     end.record(stream)
+    host_s = time.perf_counter() - t0
     end.synchronize()
     n = _repeat_count(start.elapsed_time(end) / 1e3, repeats, max_seconds)
+    n = max(1, min(n, int(1.0 / max(host_s, 1e-6))))  # hold the stream for at most ~2 s
     pairs = [(cuda.event(), cuda.event()) for _ in range(n)]
+    _hold_stream(stream, 2 * n * host_s * 1e6 + 2000)
     for start, end in pairs:
         start.record(stream)
         fn()
