@@ -44,7 +44,7 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
     device = v.common_device({"x": x, "u": u, "b": b, "h0": h0})
     if device == "cuda":
         cuda = _cuda_module("x")
-        x, u, b, h0 = (cuda.as_device_array(a) for a in (x, u, b, h0))
+        x, u, b, h0 = (cuda.as_device_array(a, n) for a, n in zip((x, u, b, h0), ("x", "u", "b", "h0")))
     dtype = v.check_dtype({"x": x, "u": u, "b": b, "h0": h0})
     T, B, H = v.sequence_shape("x", x, batch_first)
     v.check_shape("u", u, (H,))
@@ -94,7 +94,8 @@ def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, len
     device = v.common_device({"grad_h": grad_h, "h": h, "u": u, "h0": h0, "grad_hn": grad_hn})
     if device == "cuda":
         cuda = _cuda_module("h")
-        grad_h, h, u, h0, grad_hn = (cuda.as_device_array(a) for a in (grad_h, h, u, h0, grad_hn))
+        grad_h, h, u, h0, grad_hn = (cuda.as_device_array(a, n) for a, n in zip(
+            (grad_h, h, u, h0, grad_hn), ("grad_h", "h", "u", "h0", "grad_hn")))
     dtype = v.check_dtype({"grad_h": grad_h, "h": h, "u": u, "h0": h0, "grad_hn": grad_hn})
     T, B, H = v.sequence_shape("h", h, batch_first)
     v.check_shape("grad_h", grad_h, h.shape)
@@ -127,7 +128,7 @@ def final_state(h, h0=None, lengths=None, reverse=False, batch_first=False, *, s
     device = v.common_device({"h": h, "h0": h0})
     if device == "cuda":
         cuda = _cuda_module("h")
-        h, h0 = cuda.as_device_array(h), cuda.as_device_array(h0)
+        h, h0 = cuda.as_device_array(h, "h"), cuda.as_device_array(h0, "h0")
     dtype = v.check_dtype({"h": h, "h0": h0})
     T, B, H = v.sequence_shape("h", h, batch_first)
     v.check_shape("h0", h0, (B, H))

@@ -159,7 +159,7 @@ def check_out(name, a, shape, dtype, device):
     if device == "cuda":  # a framework tensor's shape/dtype objects are its own: read them from a Numba view
         from . import cuda as _cuda
 
-        a = _cuda.as_device_array(a)
+        a = _cuda.as_device_array(a, name)
     check_shape(name, a, shape)
     if np.dtype(a.dtype) != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {np.dtype(a.dtype)}")

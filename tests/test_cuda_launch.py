@@ -50,8 +50,8 @@ def test_view_keeps_read_only_flag_and_owner(real_gpu_views):
 
 
 def test_view_rejects_masked_arrays(real_gpu_views):
-    with pytest.raises(ValueError, match="masked"):
-        _launch.view(Interface(np.zeros(3), mask=(0, False)))
+    with pytest.raises(ValueError, match="x must not be a masked CUDA array"):
+        _launch.view(Interface(np.zeros(3), mask=(0, False)), "x")
 
 
 def test_view_round_trips_its_own_interface(real_gpu_views):

@@ -73,9 +73,9 @@ _NUMBA_ARRAYS = tuple(getattr(_devicearray, name) for name in ("DeviceNDArray", 
 _TYPESTR = {}  # typestr -> NumPy dtype (np.dtype() parses the string each time)
 
 
-def view(a):
+def view(a, name="array"):
     """A :class:`DeviceView` of CUDA array ``a`` (no copy, no synchronisation), or ``a`` itself when it is None or
-    under the simulator, whose arrays live in host memory."""
+    under the simulator, whose arrays live in host memory. ``name`` names ``a`` in errors."""
     if a is None or type(a) is DeviceView:
         return a
     if SIMULATOR:
@@ -85,7 +85,7 @@ def view(a):
         return DeviceView(ptr, tuple(a.shape), tuple(a.strides), np.dtype(a.dtype), False, a)
     cai = a.__cuda_array_interface__
     if cai.get("mask") is not None:
-        raise ValueError("masked CUDA arrays are not supported")
+        raise ValueError(f"{name} must not be a masked CUDA array (its interface has a mask)")
     shape = tuple(cai["shape"])
     typestr = cai["typestr"]
     dtype = _TYPESTR.get(typestr)

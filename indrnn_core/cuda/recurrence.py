@@ -186,11 +186,11 @@ def require_gpu(name):
                          "run on the CPU, or install a CUDA driver and `pip install indrnn-core[cuda]`")
 
 
-def as_device_array(a):
+def as_device_array(a, name="array"):
     """``a`` as the launchers take it, read once, never copied or synchronised: a :class:`DeviceView` on a real
     GPU (the simulator's own array under the simulator), or None. The kernels run on the stream the caller names
     (``stream=``, e.g. torch's current stream), which orders them after the producer's work."""
-    return _launch.view(a)
+    return _launch.view(a, name)
 
 
 def device_empty(shape, dtype, stream=None):
