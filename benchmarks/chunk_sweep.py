@@ -30,7 +30,7 @@ for name, (T, B, H) in CONFIGS.items():
     x = cuda.to_device(rng.standard_normal((T, B, H)).astype(np.float32))
     u = cuda.to_device(rng.uniform(-1, 1, H).astype(np.float32))
     h, g = cuda.device_array_like(x), cuda.device_array_like(x)
-    gu, gb, gh0 = cuda.device_array(H, np.float32), cuda.device_array(H, np.float32), cuda.device_array((B, H), np.float32)
+    gu, gb, gh0 = (cuda.device_array(shape, np.float32) for shape in (H, H, (B, H)))
     ws = cuda.device_array((2, B, H), np.float32)
     fwd = timed(lambda: indrnn_core.forward(x, u, out=h))
     bwd = timed(lambda: indrnn_core.backward(x, h, u, out=(g, gu, gb, gh0), workspace=ws))

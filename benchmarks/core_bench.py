@@ -12,8 +12,8 @@ can meet.
 
 CPU: NumPy arrays, ``time.perf_counter``, ``np.copyto``. CUDA: numba device arrays, device-to-device copy, GPU time
 from CUDA events on one stream, the calls queued behind a spin kernel so that the host's launch cost stays out of
-the kernels' times (it is the torch rows' subject). Outputs are preallocated and passed as ``out=`` so allocation is not timed; the first calls
-(JIT compilation) are warm-up and not timed either.
+the kernels' times (it is the torch rows' subject). Outputs are preallocated and passed as ``out=`` so allocation is
+not timed; the first calls (JIT compilation) are warm-up and not timed either.
 
 Also home of the helpers the other suites share: ``machine_info``, ``measure`` (CPU wall clock), ``measure_cuda``
 (CUDA events), ``summary``; the gate's error measure is ``indrnn_core.testing.scaled_error``.
