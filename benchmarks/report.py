@@ -149,7 +149,9 @@ def raw_tables(doc: dict) -> str:
                   "bwd: read grad_h and h, write gx) / copy bandwidth, measured in the same run as "
                   "2 x nbytes / (time of one copy of an x-sized array). The plain-store floor (CPU) uses the time "
                   "of `np.add(src, 1, out=dst)` instead: large copies use non-temporal stores, which skip reading "
-                  "the destination into the cache, and ordinary stores (NumPy's, these kernels') cannot.", "",
+                  "the destination into the cache, and ordinary stores (NumPy's, these kernels') cannot. On CUDA "
+                  "the times (kernels and copy) are GPU time: CUDA events, the calls queued behind a spin kernel, so "
+                  "the host's launch cost stays out (the torch rows include it).", "",
                   core_table(rows), ""]
     if any(r.get("suite") == "jax" for r in rows):
         parts += ["### jax.lax.scan doing the same recurrence", "",
