@@ -272,14 +272,19 @@ class _TransformForward(torch.autograd.Function):
 def _eager(*tensors) -> bool:
     """Whether running the ops' Python bodies directly is indistinguishable from dispatching the ops: not under
     torch.compile/export tracing, no dispatch or function mode (fake tensors, functionalisation), and only plain
-    tensors on the CPU or CUDA (no subclasses, no vmap/grad transforms; meta tensors take the ops' fake
-    registration), autocast off (the op's autocast registration casts to float32). Anything else takes the
-    registered ops. The first tensor must be one."""
+    tensors and parameters on the CPU or CUDA (no other subclasses, no vmap/grad transforms; meta tensors take the
+    ops' fake registration), autocast off (the op's autocast registration casts to float32). Anything else takes
+    the registered ops. The first tensor must be one."""
     first = tensors[0]
     if (torch.compiler.is_compiling() or _current_dispatch_mode() is not None or _function_mode_enabled()
             or _functorch_transforms_active() or not (first.is_cpu or first.is_cuda) or _any_autocast_enabled()):
         return False
-    return all(t is None or type(t) is Tensor for t in tensors)
+    return all(t is None or type(t) in _PLAIN_TENSORS for t in tensors)
+
+
+# nn.Parameter is a Tensor that only marks a module's weights: it overrides no torch function, so a module's call
+# (its weights are Parameters) may take the eager route as a functional call on plain tensors does.
+_PLAIN_TENSORS = (Tensor, nn.Parameter)
 
 
 def _forward(x, u, b, h0, lengths, activation, batch_first, reverse):

@@ -418,6 +418,39 @@ def test_eager_route_matches_the_registered_op(case, monkeypatch):
         assert torch.equal(a, b)
 
 
+def _graph_nodes(t):
+    seen, stack = set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and type(node).__name__ not in seen:
+            seen.add(type(node).__name__)
+            stack += [n for n, _ in node.next_functions]
+    return seen
+
+
+def test_modules_take_the_eager_route(monkeypatch):
+    """A module's weights are nn.Parameters, not plain tensors: its calls must still skip the custom op's dispatch
+    (they did not, which made every IndRNNCell step pay it), with the op route's exact results."""
+    from indrnn_core.adapters.torch import IndRNNCell
+
+    torch.manual_seed(0)
+    rnn, cell = IndRNN(3, 4, num_layers=2, dtype=torch.float64), IndRNNCell(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+
+    def run(eager_route):
+        out, h_n = rnn(x)
+        h = cell(x[0], h_n[-1])
+        assert ("_EagerForwardBackward" in _graph_nodes(h)) == eager_route
+        grads = torch.autograd.grad(out.sum() + h.square().sum(), list(rnn.parameters()) + list(cell.parameters()))
+        return [out, h, *grads]
+
+    eager = run(eager_route=True)
+    monkeypatch.setattr(adapter, "_eager", lambda *tensors: False)
+    via_op = run(eager_route=False)
+    for a, b in zip(eager, via_op):
+        assert torch.equal(a, b)
+
+
 def test_eager_route_is_not_taken_under_fake_tensors():
     """Under a dispatch mode (here FakeTensorMode) the op's register_fake answers: shapes only, no kernel run."""
     from torch._subclasses.fake_tensor import FakeTensorMode
