@@ -94,3 +94,26 @@ def test_real_gpu_launches_take_the_direct_path():
         np.testing.assert_allclose(indrnn_core.forward(x_arg, d_u).copy_to_host(), expected, rtol=1e-12)
     assert _launch._core_launch is not None
     assert any(key[0] is indrnn_core.cuda.recurrence._forward_kernel for key in _launch._KERNELS)
+
+
+def test_streams_of_every_kind_give_the_reference():
+    """``stream=``: None, 0, a Numba stream, and (on a real GPU) its raw handle as an int, as torch passes one."""
+    from numba import cuda
+
+    import indrnn_core
+    from indrnn_core import reference
+
+    rng = np.random.default_rng(1)
+    x, u = rng.standard_normal((5, 2, 3)), rng.uniform(-1, 1, 3)
+    ref_h = reference.forward(x, u)
+    ref_grads = reference.backward(x, ref_h, u)
+    stream = cuda.stream()
+    streams = [None, 0, stream] + ([] if _launch.SIMULATOR else [_launch._handle(stream)])
+    for s in streams:
+        d_x, d_u = cuda.to_device(x), cuda.to_device(u)
+        h = indrnn_core.forward(d_x, d_u, stream=s)
+        gx, gu, gb, gh0 = indrnn_core.backward(d_x, h, d_u, stream=s)
+        cuda.synchronize()
+        np.testing.assert_allclose(h.copy_to_host(), ref_h, rtol=1e-12)
+        for got, want in zip((gx, gu, gb, gh0), ref_grads):
+            np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-10, atol=1e-12)
