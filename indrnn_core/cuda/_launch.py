@@ -197,10 +197,7 @@ def launch(dispatcher, blocks, threads, stream, args, dtype, ctx):
     for a in args:
         if type(a) is DeviceView:
             # Numba's array parameters: meminfo, parent, nitems, itemsize, data, shape..., strides... (bytes)
-            n = 1
-            for d in a.shape:
-                n *= d
-            params += (0, 0, n, a.dtype.itemsize, a.ptr, *a.shape, *a.strides)
+            params += (0, 0, a.size, a.dtype.itemsize, a.ptr, *a.shape, *a.strides)
         elif type(a) is int:
             params.append(ctypes.c_int64(a))
         else:  # bool, passed as Numba passes it
