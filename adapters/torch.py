@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
 from typing import Optional, Union
 
 import numpy as np
@@ -44,15 +43,15 @@ _any_autocast_enabled = torch._C._is_any_autocast_enabled
 _functorch_transforms_active = torch._C._are_functorch_transforms_active
 
 import indrnn_core as _core
+from indrnn_core import _validate
+from indrnn_core._device_view import DeviceView
+from indrnn_core.layers import StackSpec, check_bool
 
 __all__ = [
     "indrnn", "indrnn_with_state", "IndRNN", "IndRNNCell", "IndRNNRecurrence",
     "clip_recurrent_weights_", "register_recurrent_clipping",
     "BatchNormOverTime", "BatchNormPerStep", "SequenceDropout", "ResidualIndRNN", "DenseIndRNN",
 ]
-
-_RecurrentRange = tuple[float, float]
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # 1. Custom ops
@@ -72,7 +71,7 @@ def _empty(shape, like: Tensor):
     if like.is_cuda:
         t = (torch.empty_like(like, memory_format=torch.contiguous_format) if shape == like.shape
              else like.new_empty(shape))
-        return t, _CudaArray(t)
+        return t, _cuda_view(t)
     a = _core.host_cache.empty(shape, _NUMPY_DTYPES[like.dtype])
     return torch.from_numpy(a), a
 
@@ -89,22 +88,16 @@ def _check_supported(**named: Optional[Tensor]) -> None:
             raise ValueError(f"{name} must be a CPU or CUDA tensor, got one on {t.device}")
 
 
-_TYPESTRS = {torch.float32: ("<f4", 4), torch.float64: ("<f8", 8)}
+def _cuda_view(t: Tensor) -> DeviceView:
+    """A CUDA tensor's memory as the core's :class:`DeviceView`, built from ``data_ptr``/``shape``/``stride``:
+    ``Tensor.__cuda_array_interface__`` is a Python property that costs ~8 us per read on an H100 host. The view
+    holds the tensor, so its memory stays allocated while the core uses it."""
+    itemsize = t.element_size()
+    return DeviceView(t.data_ptr(), tuple(t.shape), tuple([s * itemsize for s in t.stride()]),
+                      _NUMPY_DTYPES_BY_TORCH[t.dtype], False, t)
 
 
-class _CudaArray:
-    """A CUDA tensor's memory under the CUDA array interface, as a plain attribute the core reads once per call.
-    ``Tensor.__cuda_array_interface__`` is a Python property that costs ~8 us per read on an H100 host; this is
-    built from ``data_ptr``/``shape``/``stride`` in a fraction of that. Holds the tensor, so its memory stays
-    allocated while the core uses it."""
-
-    __slots__ = ("__cuda_array_interface__", "tensor")
-
-    def __init__(self, t: Tensor):
-        self.tensor = t
-        typestr, itemsize = _TYPESTRS[t.dtype]
-        self.__cuda_array_interface__ = {"shape": tuple(t.shape), "strides": tuple([s * itemsize for s in t.stride()]),
-                                         "typestr": typestr, "data": (t.data_ptr(), False), "version": 3}
+_NUMPY_DTYPES_BY_TORCH = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def _array(t: Optional[Tensor]):
@@ -114,7 +107,7 @@ def _array(t: Optional[Tensor]):
     if t is None:
         return None
     if t.is_cuda:
-        return _CudaArray(t) if t.dtype in _TYPESTRS else t  # (lengths: integers, read through torch's interface)
+        return _cuda_view(t) if t.dtype in _NUMPY_DTYPES else t  # (lengths: integers, read through torch's interface)
     return (t.detach() if t.requires_grad else t).numpy()
 
 
@@ -140,7 +133,7 @@ def _forward_impl(x: Tensor, u: Tensor, b: Optional[Tensor], h0: Optional[Tensor
     _check_supported(x=x, u=u, b=b, h0=h0)
     h, h_out = _empty(x.shape, x)
     # (A malformed x gets an empty stand-in here: the core's validation names the problem.)
-    h_n, h_n_out = _empty((x.shape[0 if batch_first else 1], x.shape[2]) if x.dim() == 3 else (0, 0), x)
+    h_n, h_n_out = _empty(_validate.output_shapes(x.shape, batch_first)[1] if x.dim() == 3 else (0, 0), x)
     guard, stream = _cuda_launch_context(x)
     with guard:
         _core.forward(_array(x), _array(u), _array(b), _array(h0), activation=activation, batch_first=batch_first,
@@ -153,7 +146,8 @@ _forward_op = torch.library.custom_op("indrnn::forward", mutates_args=())(_forwa
 
 @_forward_op.register_fake
 def _(x, u, b, h0, lengths, activation, batch_first, reverse):
-    return x.new_empty(x.shape), x.new_empty((x.shape[0 if batch_first else 1], x.shape[2]))
+    h_shape, hn_shape = _validate.output_shapes(x.shape, batch_first)
+    return x.new_empty(h_shape), x.new_empty(hn_shape)
 
 
 def _backward_impl(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], lengths: Optional[Tensor],
@@ -162,10 +156,9 @@ def _backward_impl(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], l
     """(gx shaped like h, gu [H], gb [H], gh0 [B, H]); ``grad_hn`` [B, H] is the final state's gradient."""
     _check_supported(grad_h=grad_h, h=h, u=u, h0=h0, grad_hn=grad_hn)
     (gx, gx_out), (gu, gu_out), (gb, gb_out), (gh0, gh0_out) = (
-        _empty(h.shape, h), _empty(u.shape, u), _empty(u.shape, u),
-        _empty((h.shape[0 if batch_first else 1], h.shape[2]), h))
+        _empty(shape, h) for shape in _validate.gradient_shapes(h.shape, batch_first))
     # On CUDA the kernels' scratch comes from torch's caching allocator (stream-ordered, no cudaMalloc per call).
-    workspace = _CudaArray(torch.empty((2, *gh0.shape), dtype=h.dtype, device=h.device)) if h.is_cuda else None
+    workspace = _cuda_view(torch.empty((2, *gh0.shape), dtype=h.dtype, device=h.device)) if h.is_cuda else None
     guard, stream = _cuda_launch_context(h)
     with guard:
         _core.backward(_array(grad_h), _array(h), _array(u), _array(h0), activation=activation,
@@ -179,8 +172,7 @@ _backward_op = torch.library.custom_op("indrnn::backward", mutates_args=())(_bac
 
 @_backward_op.register_fake
 def _(grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse):
-    batch = h.shape[0] if batch_first else h.shape[1]
-    return h.new_empty(h.shape), u.new_empty(u.shape), u.new_empty(u.shape), h.new_empty((batch, h.shape[2]))
+    return tuple(h.new_empty(shape) for shape in _validate.gradient_shapes(h.shape, batch_first))
 
 
 def _setup_context(ctx, inputs, output):
@@ -362,34 +354,6 @@ def indrnn_with_state(x: Tensor, u: Tensor, b: Optional[Tensor] = None, h0: Opti
 # ----------------------------------------------------------------------------------------------------------------
 # 3. Modules
 # ----------------------------------------------------------------------------------------------------------------
-_DEFAULT_RANGE: _RecurrentRange = (0.0, 1.0)  # the paper's default for hidden layers: u ~ U(0, 1)
-
-
-def _is_range(r) -> bool:
-    return (isinstance(r, Sequence) and not isinstance(r, str) and len(r) == 2
-            and all(isinstance(v, (int, float)) for v in r) and r[0] <= r[1])
-
-
-def _recurrent_ranges(recurrent_init, num_layers: int) -> list[_RecurrentRange]:
-    if recurrent_init is None:
-        return [_DEFAULT_RANGE] * num_layers
-    if _is_range(recurrent_init):
-        return [tuple(map(float, recurrent_init))] * num_layers
-    if isinstance(recurrent_init, Sequence) and len(recurrent_init) == num_layers and all(
-            _is_range(r) for r in recurrent_init):
-        return [tuple(map(float, r)) for r in recurrent_init]
-    raise ValueError(f"recurrent_init must be None, a (low, high) tuple with low <= high, or a list of "
-                     f"{num_layers} such tuples (one per layer), got {recurrent_init!r}")
-
-
-def _check_bound(recurrent_bound) -> Optional[float]:
-    if recurrent_bound is None:
-        return None
-    if not isinstance(recurrent_bound, (int, float)) or not recurrent_bound > 0:
-        raise ValueError(f"recurrent_bound must be None or a positive float, got {recurrent_bound!r}")
-    return float(recurrent_bound)
-
-
 class _RecurrentMixin:
     """Shared by the modules owning recurrent weights: the ``|u| <= recurrent_bound`` constraint."""
 
@@ -483,49 +447,40 @@ class IndRNN(_RecurrentMixin, nn.Module):
                  activation: str = "relu", recurrent_init=None, recurrent_bound: Optional[float] = None,
                  device=None, dtype=None, *, nonlinearity: Optional[str] = None) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
-            if not isinstance(value, (bool, int, np.bool_)):  # (0/1 work, as in nn.RNN)
-                hint = (" (nn.RNN's fourth positional argument is nonlinearity; here pass activation= or "
-                        "nonlinearity= by keyword)" if name == "bias" and isinstance(value, str) else "")
-                raise TypeError(f"{name} must be a bool, got {value!r}{hint}")
         if nonlinearity is not None:  # nn.RNN's name for it
             if activation != "relu" and activation != nonlinearity:
                 raise ValueError(f"activation={activation!r} and nonlinearity={nonlinearity!r} disagree; give one")
             activation = nonlinearity
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        self.bidirectional, self.activation = bidirectional, activation
-        self.recurrent_ranges = _recurrent_ranges(recurrent_init, num_layers)
-        self.recurrent_bound = _check_bound(recurrent_bound)
+        bias_hint = (" (nn.RNN's fourth positional argument is nonlinearity; here pass activation= or "
+                     "nonlinearity= by keyword)" if isinstance(bias, str) else "")
+        self.spec = spec = StackSpec.check(
+            input_size, hidden_size, num_layers, bias=bias, bidirectional=bidirectional, activation=activation,
+            dropout=dropout, recurrent_init=recurrent_init, recurrent_bound=recurrent_bound, bias_hint=bias_hint)
+        self.input_size, self.hidden_size, self.num_layers = spec.input_size, spec.hidden_size, spec.num_layers
+        self.bias, self.batch_first, self.dropout = spec.bias, check_bool("batch_first", batch_first), spec.dropout
+        self.bidirectional, self.activation = spec.bidirectional, spec.activation
+        self.recurrent_ranges, self.recurrent_bound = list(spec.recurrent_ranges), spec.recurrent_bound
         factory = _factory(device, dtype)
-        num_directions = 2 if bidirectional else 1
         self._layer_names: list[tuple[str, str, Optional[str]]] = []
-        for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * num_directions
-            for direction in range(num_directions):
-                sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                setattr(self, "weight_ih" + sfx, nn.Parameter(torch.empty(hidden_size, layer_input, **factory)))
-                setattr(self, "weight_hh" + sfx, nn.Parameter(torch.empty(hidden_size, **factory)))
-                if bias:
-                    setattr(self, "bias_ih" + sfx, nn.Parameter(torch.empty(hidden_size, **factory)))
-                self._layer_names.append(("weight_ih" + sfx, "weight_hh" + sfx, "bias_ih" + sfx if bias else None))
+        for run in spec.runs():
+            sfx = f"_l{run.layer}" + ("_reverse" if run.reverse else "")
+            setattr(self, "weight_ih" + sfx, nn.Parameter(torch.empty(hidden_size, run.input_size, **factory)))
+            setattr(self, "weight_hh" + sfx, nn.Parameter(torch.empty(hidden_size, **factory)))
+            if spec.bias:
+                setattr(self, "bias_ih" + sfx, nn.Parameter(torch.empty(hidden_size, **factory)))
+            self._layer_names.append(("weight_ih" + sfx, "weight_hh" + sfx, "bias_ih" + sfx if spec.bias else None))
         self.reset_parameters()
 
     @property
     def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
+        return self.spec.num_directions
 
     def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.hidden_size)
+        stdv = self.spec.input_weight_bound
         with torch.no_grad():
-            for i, (w_ih, w_hh, b) in enumerate(self._layer_names):
+            for run, (w_ih, w_hh, b) in zip(self.spec.runs(), self._layer_names):
                 nn.init.uniform_(getattr(self, w_ih), -stdv, stdv)
-                nn.init.uniform_(getattr(self, w_hh), *self.recurrent_ranges[i // self.num_directions])
+                nn.init.uniform_(getattr(self, w_hh), *self.spec.recurrent_range(run))
                 if b is not None:
                     nn.init.zeros_(getattr(self, b))
 
@@ -609,21 +564,18 @@ class IndRNN(_RecurrentMixin, nn.Module):
             if unbatched:
                 h0 = h0.unsqueeze(1)
 
-        layer_input, finals = x, []
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                w_ih, w_hh, b = self._layer_names[index]
-                state = None if h0 is None else h0[index]
-                h, last = _forward(F.linear(layer_input, getattr(self, w_ih)), getattr(self, w_hh),
-                                   None if b is None else getattr(self, b), state, lengths, self.activation,
-                                   batch_first, direction == 1)
-                finals.append(last)
-                outputs.append(h)
-            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        layer_input, finals, outputs = x, [], []
+        for run, (w_ih, w_hh, b) in zip(self.spec.runs(), self._layer_names):
+            h, last = _forward(F.linear(layer_input, getattr(self, w_ih)), getattr(self, w_hh),
+                               None if b is None else getattr(self, b), None if h0 is None else h0[run.index],
+                               lengths, self.activation, batch_first, run.reverse)
+            finals.append(last)
+            outputs.append(h)
+            if len(outputs) == self.num_directions:  # the layer is complete: its output feeds the next one
+                layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+                outputs = []
+                if self.dropout and self.training and run.layer < self.num_layers - 1:
+                    layer_input = F.dropout(layer_input, self.dropout, training=True)
         h_n = torch.stack(finals, 0)
 
         if packed:
@@ -657,8 +609,8 @@ class IndRNNCell(_RecurrentMixin, nn.Module):
         super().__init__()
         factory = _factory(device, dtype)
         self.input_size, self.hidden_size, self.bias, self.activation = input_size, hidden_size, bias, activation
-        self.recurrent_range = _recurrent_ranges(recurrent_init, 1)[0]
-        self.recurrent_bound = _check_bound(recurrent_bound)
+        self.recurrent_range = _core.init.resolve_ranges(recurrent_init, 1)[0]
+        self.recurrent_bound = _core.init.check_bound(recurrent_bound)
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, **factory))
         self.bias_ih = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
@@ -712,8 +664,8 @@ class IndRNNRecurrence(_RecurrentMixin, nn.Module):
         super().__init__()
         factory = _factory(device, dtype)
         self.hidden_size, self.activation, self.batch_first = hidden_size, activation, batch_first
-        self.recurrent_range = _recurrent_ranges(recurrent_init, 1)[0]
-        self.recurrent_bound = _check_bound(recurrent_bound)
+        self.recurrent_range = _core.init.resolve_ranges(recurrent_init, 1)[0]
+        self.recurrent_bound = _core.init.check_bound(recurrent_bound)
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, **factory))
         self.bias = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
         self.reset_parameters()

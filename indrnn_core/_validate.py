@@ -56,7 +56,7 @@ def check_dtype(named_arrays):
     for name, a in named_arrays.items():
         if a is None:
             continue
-        dt = a.dtype if type(a) is np.ndarray else np.dtype(a.dtype)
+        dt = a.dtype if type(a) is np.ndarray else dtype_of(a)
         if dt not in FLOAT_DTYPES:
             raise TypeError(f"{name} must have dtype float32 or float64, got {dt}")
         if dtype is None:
@@ -64,6 +64,12 @@ def check_dtype(named_arrays):
         elif dt != dtype:
             raise TypeError(f"all arrays must share one dtype: {first} is {dtype} but {name} is {dt}")
     return dtype
+
+
+def dtype_of(a):
+    """``a.dtype`` as a NumPy dtype, for any array type (TensorFlow's ``DType`` has ``as_numpy_dtype``)."""
+    dt = a.dtype
+    return np.dtype(getattr(dt, "as_numpy_dtype", dt))
 
 
 def check_shape(name, a, expected):
@@ -164,3 +170,47 @@ def check_out(name, a, shape, dtype, device):
     if np.dtype(a.dtype) != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {np.dtype(a.dtype)}")
     return a
+
+
+# ---- checks on shapes and dtypes alone, for adapters (run while a framework traces a call) -----------------------
+def check_signature(x, u, b=None, h0=None, lengths=None, *, activation="relu", batch_first=False, reverse=False):
+    """What ``forward`` checks first, on anything with ``.shape`` and ``.dtype`` (JAX tracers, TF tensors, NumPy
+    arrays), so an adapter raises the core's messages while a framework traces the call, before any kernel runs.
+    ``lengths`` may be concrete (a NumPy array or a sequence: values checked too) or a traced integer array
+    (shape and dtype only: the kernel entry then checks the values). Returns ``(T, B, H, dtype)``."""
+    activation_code(activation)
+    check_flag("batch_first", batch_first)
+    check_flag("reverse", reverse)
+    dtype = check_dtype({"x": x, "u": u, "b": b, "h0": h0})
+    T, B, H = sequence_shape("x", x, batch_first)
+    check_shape("u", u, (H,))
+    check_shape("b", b, (H,))
+    check_shape("h0", h0, (B, H))
+    check_lengths_signature(lengths, T, B)
+    return T, B, H, dtype
+
+
+def check_lengths_signature(lengths, T, B):
+    """``lengths`` checked as far as it is known: all of it when concrete, shape and integer dtype when traced."""
+    if lengths is None or isinstance(lengths, (np.ndarray, Sequence)):
+        host_lengths(lengths, T, B)
+        return
+    if not (hasattr(lengths, "shape") and hasattr(lengths, "dtype")):
+        raise TypeError(f"lengths must be a sequence or array of integers, got {type(lengths).__name__}")
+    dt = dtype_of(lengths)
+    if dt.kind not in "iu":
+        raise TypeError(f"lengths must have an integer dtype, got {dt}")
+    if tuple(lengths.shape) != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {tuple(lengths.shape)}")
+
+
+def output_shapes(x_shape, batch_first):
+    """``forward``'s outputs for an input of ``x_shape``: ``(h shape, final state shape [B, H])``."""
+    B = x_shape[0] if batch_first else x_shape[1]
+    return tuple(x_shape), (B, x_shape[2])
+
+
+def gradient_shapes(h_shape, batch_first):
+    """``backward``'s outputs ``(gx, gu, gb, gh0)`` shapes for an output ``h`` of ``h_shape``."""
+    B, H = (h_shape[0] if batch_first else h_shape[1]), h_shape[2]
+    return tuple(h_shape), (H,), (H,), (B, H)

@@ -48,3 +48,54 @@ def clip_(u, bound):
         raise ValueError(f"bound must be > 0, got {bound!r}")
     np.clip(u, -bound, bound, out=u)
     return u
+
+
+DEFAULT_RANGE = (0.0, 1.0)  # the paper's default range of u for hidden layers when no bound is set
+
+
+def layer_ranges(num_layers, bound=None, *, long_memory_last_layer=True):
+    """The papers' per-layer ranges of ``u``, for a stack of ``num_layers``: ``hidden_range(bound)`` for every layer
+    and, with ``long_memory_last_layer`` (a last layer read only at the final step, as in the adding problem and
+    sequential MNIST), ``last_layer_range(bound)`` for the last one. Without a bound, ``DEFAULT_RANGE`` for all.
+
+    >>> layer_ranges(2, 2 ** (1 / 100))                  # doctest: +ELLIPSIS
+    [(0.0, 1.0069...), (0.9931..., 1.0069...)]
+    """
+    if not isinstance(num_layers, (int, np.integer)) or isinstance(num_layers, bool) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+    if bound is None:
+        return [DEFAULT_RANGE] * num_layers
+    bound = check_bound(bound)
+    last = last_layer_range(bound) if long_memory_last_layer else hidden_range(bound)
+    return [hidden_range(bound)] * (num_layers - 1) + [last]
+
+
+def _is_range(r):
+    return (isinstance(r, (tuple, list)) and len(r) == 2
+            and all(isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) for v in r)
+            and r[0] <= r[1])
+
+
+def resolve_ranges(recurrent_init, num_layers):
+    """A layer constructor's ``recurrent_init`` as ``num_layers`` ``(low, high)`` float tuples: None means
+    ``DEFAULT_RANGE`` for every layer; one ``(low, high)`` applies to every layer; a list gives one per layer
+    (e.g. :func:`layer_ranges`). Anything else is a ValueError naming the argument."""
+    if recurrent_init is None:
+        return [DEFAULT_RANGE] * num_layers
+    if _is_range(recurrent_init):
+        return [(float(recurrent_init[0]), float(recurrent_init[1]))] * num_layers
+    if (isinstance(recurrent_init, (tuple, list)) and len(recurrent_init) == num_layers
+            and all(_is_range(r) for r in recurrent_init)):
+        return [(float(lo), float(hi)) for lo, hi in recurrent_init]
+    raise ValueError(f"recurrent_init must be None, a (low, high) tuple with low <= high, or a list of "
+                     f"{num_layers} such tuples (one per layer), got {recurrent_init!r}")
+
+
+def check_bound(recurrent_bound):
+    """``recurrent_bound`` as a float (None stays None); a ValueError unless it is a positive number."""
+    if recurrent_bound is None:
+        return None
+    if (not isinstance(recurrent_bound, (int, float, np.floating, np.integer)) or isinstance(recurrent_bound, bool)
+            or not recurrent_bound > 0):
+        raise ValueError(f"recurrent_bound must be None or a positive float, got {recurrent_bound!r}")
+    return float(recurrent_bound)

@@ -22,7 +22,7 @@ def nan_outputs(monkeypatch):
     """Every buffer the kernels fill starts as NaN, so an output a kernel forgot to write fails loudly."""
     def nan_filled(shape, like):
         t = torch.full(tuple(shape), float("nan"), dtype=like.dtype, device=like.device)
-        return t, (adapter._CudaArray(t) if t.is_cuda else t.numpy())
+        return t, (adapter._cuda_view(t) if t.is_cuda else t.numpy())
 
     monkeypatch.setattr(adapter, "_empty", nan_filled)
 
@@ -265,7 +265,7 @@ def test_cuda_array_interface_of_tensors(dtype):
     strided views too. Built from data_ptr/shape/stride, it is checked here on CPU tensors against NumPy's view."""
     base = torch.zeros(5, 4, 6, dtype=dtype)
     for t in (base, base[1:, ::2, 3:], base.permute(2, 0, 1), base[:, 1]):
-        cai = adapter._CudaArray(t).__cuda_array_interface__
+        cai = adapter._cuda_view(t).__cuda_array_interface__
         a = t.numpy()
         assert cai["data"] == (a.ctypes.data, False)
         assert (cai["shape"], cai["strides"], np.dtype(cai["typestr"])) == (a.shape, a.strides, a.dtype)

@@ -237,6 +237,14 @@ def _chunks(x, batch):
     return max(1, min(batch, numba.get_num_threads()))
 
 
+@njit(cache=True)
+def _chunks_of(size, batch, min_elements):
+    """``_chunks`` for compiled callers, which pass the threshold (``numba.get_num_threads`` works there too)."""
+    if size < min_elements:
+        return 1
+    return max(1, min(batch, numba.get_num_threads()))
+
+
 def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None):
     """Fill ``out`` (``x``'s shape: [T, B, H], or [B, T, H] when ``batch_first``) with the recurrence over ``x``,
     and ``final`` [B, H] (when given) with each sequence's final state. ``u`` [H]; ``b`` [H] and ``h0`` [B, H] may
@@ -251,11 +259,7 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=Non
         final = np.empty((1, 1), dtype=u.dtype)  # a stand-in of the right type (h0 may be read-only), never written
     elif x.size == 0:  # no step is visited: the final state is h0 (zeros when None)
         final[...] = h0
-    chunks = _chunks(x, B)
-    if chunks == 1:
-        _forward_serial(x, u, b, h0, lengths, reverse, act, batch_first, out, final, write_final)
-    else:
-        _forward_parallel(x, u, b, h0, lengths, reverse, act, batch_first, out, final, write_final, chunks)
+    run_forward(x, u, b, h0, lengths, reverse, act, batch_first, out, final, write_final, _chunks(x, B))
 
 
 def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):
@@ -265,11 +269,30 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
         h0 = np.zeros((B, H), dtype=u.dtype)
     if grad_hn is None:
         grad_hn = np.zeros((B, H), dtype=u.dtype)
+    run_backward(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0, _chunks(h, B))
+
+
+# The compiled entry points: the launchers above call them from Python, and compiled callers (the JAX adapter's XLA
+# FFI handlers, which run without the interpreter) call them directly. ``chunks`` (threads to split the batch
+# over, 1 = serial) comes from the caller: ``_chunks`` reads PARALLEL_MIN_ELEMENTS at call time, which compiled
+# code cannot.
+@njit(cache=True)
+def run_forward(x, u, b, h0, lengths, reverse, act, batch_first, out, final, write_final, chunks):
+    """Fill ``out`` and, with ``write_final``, ``final`` [B, H]. Every array is given (zeros for absent b/h0)."""
+    if chunks == 1:
+        _forward_serial(x, u, b, h0, lengths, reverse, act, batch_first, out, final, write_final)
+    else:
+        _forward_parallel(x, u, b, h0, lengths, reverse, act, batch_first, out, final, write_final, chunks)
+
+
+@njit(cache=True)
+def run_backward(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0, chunks):
+    """Fill ``gx``, ``gu``, ``gb`` and ``gh0``. Every array is given (zeros for absent h0/grad_hn)."""
+    B, H = lengths.shape[0], u.shape[0]
     # Per-sequence sums end in float64 whatever the data type: over 10^4 steps float32 sums drift.
     gu_part = np.empty((B, H), dtype=np.float64)
     gb_part = np.empty((B, H), dtype=np.float64)
     block_part = np.empty((2, B, H), dtype=u.dtype)
-    chunks = _chunks(h, B)
     if chunks == 1:
         _backward_serial(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, gh0,
                          block_part)
@@ -277,3 +300,4 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
         _backward_parallel(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, gh0,
                            block_part, chunks)
     _sum_rows(gu_part, gb_part, gu, gb)
+

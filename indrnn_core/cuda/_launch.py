@@ -24,6 +24,8 @@ import numpy as np
 from numba import cuda
 from numba.cuda.cudadrv import devicearray as _devicearray
 
+from .._device_view import DeviceView, c_strides
+
 try:  # numba-cuda >= 0.2x launches through cuda.core
     from cuda.bindings import driver as _cudrv
     from cuda.core import LaunchConfig as _LaunchConfig, Stream as _CoreStream, launch as _core_launch
@@ -35,37 +37,6 @@ try:
 except ImportError:  # older numba-cuda
     from numba.core.config import ENABLE_CUDASIM as _SIM
 SIMULATOR = bool(_SIM)  # NUMBA_ENABLE_CUDASIM=1: kernels run in Numba's CUDA simulator, on host arrays
-
-
-class DeviceView:
-    """One CUDA array as the launchers take it: ``ptr`` (int), ``shape``/``strides`` (tuples; strides in bytes),
-    ``dtype`` (NumPy), ``readonly``, and ``owner`` (the object it came from, kept alive while the view is used).
-    It exposes ``__cuda_array_interface__`` itself, so it is a CUDA array wherever one is accepted."""
-
-    __slots__ = ("ptr", "shape", "strides", "dtype", "readonly", "owner")
-
-    def __init__(self, ptr, shape, strides, dtype, readonly, owner):
-        self.ptr, self.shape, self.strides, self.dtype, self.readonly, self.owner = (
-            ptr, shape, strides, dtype, readonly, owner)
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    @property
-    def size(self):
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-    @property
-    def __cuda_array_interface__(self):
-        return {"shape": self.shape, "strides": self.strides, "typestr": self.dtype.str,
-                "data": (self.ptr, self.readonly), "version": 3}
-
-    def __repr__(self):
-        return f"DeviceView(shape={self.shape}, dtype={self.dtype}, ptr={self.ptr:#x})"
 
 
 _NUMBA_ARRAYS = tuple(getattr(_devicearray, name) for name in ("DeviceNDArray", "FakeCUDAArray")  # real, simulator
@@ -93,11 +64,7 @@ def view(a, name="array"):
         dtype = _TYPESTR[typestr] = np.dtype(typestr)
     strides = cai.get("strides")
     if strides is None:  # C-contiguous
-        strides, step = [], dtype.itemsize
-        for d in reversed(shape):
-            strides.append(step)
-            step *= d
-        strides = strides[::-1]
+        strides = c_strides(shape, dtype.itemsize)
     ptr, readonly = cai["data"]
     return DeviceView(ptr or 0, shape, tuple(strides), dtype, bool(readonly), a)
 
