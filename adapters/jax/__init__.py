@@ -1,0 +1,348 @@
+"""JAX adapter: the kernels as a ``jax.custom_vjp`` that composes with ``jit``, ``grad``, ``vmap`` and sharding.
+
+    h = indrnn(x, u, b=None, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False)
+    h, h_n = indrnn_with_state(...)           # x, h: [T, B, H] (or [B, T, H]); h_n: [B, H]
+
+How a call runs:
+
+* **CPU**: the Numba kernels registered as XLA typed-FFI handlers (``_ffi``: ``numba.cfunc``, compiled once and
+  cached on disk), called by ``jax.ffi.ffi_call`` inside the compiled program: no host callback, no copy. The
+  backward writes ``gx`` over ``grad_h``'s buffer (``input_output_aliases``) where XLA can give it up. Where the
+  FFI cannot be used (a jaxlib whose FFI major version the handlers don't know), ``jax.pure_callback`` runs the
+  same kernels, with a one-time warning saying why.
+* **GPU**: ``jax.experimental.buffer_callback`` hands XLA's own device buffers and stream to the CUDA kernels
+  (``indrnn_core.forward``/``backward`` with ``stream=``), in place, under ``jit`` too: no host round trip. Chosen
+  over a CUDA FFI handler because it reuses the core's validated CUDA launch path as is; its Python cost (~50 us per
+  call) is what a GPU user pays per op.
+* **vmap**: leading batch axes fold into the kernels' batch (one kernel call), for values and gradients (the
+  backward sums ``gu``/``gb`` per vmapped slice). A vmapped ``u`` or ``b`` (one recurrence per slice) cannot fold:
+  those slices run one after another (``lax.map``).
+* **Sharding**: under ``shard_map`` with the batch axis sharded, each device runs the kernels on its own shard;
+  gradients of replicated ``u``/``b`` are summed across devices by ``shard_map``'s transpose.
+
+Everything is checked while tracing (shapes and dtypes are known then) with the core's messages; ``lengths`` values
+that are traced are checked by the handler, which returns an XLA error instead of reading out of bounds.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from indrnn_core.adapters.jax import indrnn
+    >>> x = jnp.ones((5, 2, 3)); u = jnp.full((3,), 0.5)
+    >>> jax.jit(jax.grad(lambda u: indrnn(x, u).sum()))(u).shape
+    (3,)
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_batching import custom_vmap
+
+import indrnn_core as _core
+from indrnn_core import _validate
+from indrnn_core._activations import ACTIVATION_CODES
+
+from . import _ffi
+
+__all__ = ["indrnn", "indrnn_with_state"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. Kernel calls: one forward and one backward primitive per platform
+# ----------------------------------------------------------------------------------------------------------------
+_FALLBACK_WARNED = []
+
+
+def _use_ffi() -> bool:
+    ok, why = _ffi.available()
+    if not ok and not _FALLBACK_WARNED:
+        _FALLBACK_WARNED.append(why)
+        warnings.warn(f"indrnn_core.adapters.jax: {why}; running the kernels through jax.pure_callback instead "
+                      "(a host callback: slower, and not serialisable with jax.export)", RuntimeWarning, stacklevel=4)
+    return ok
+
+
+def _core_array(buf):
+    """A buffer_callback/pure_callback buffer as the core takes it: its CUDA memory as a view, or a NumPy array."""
+    if hasattr(type(buf), "__cuda_array_interface__") or hasattr(buf, "__cuda_array_interface__"):
+        cai = buf.__cuda_array_interface__
+        from indrnn_core._device_view import DeviceView
+
+        return DeviceView.contiguous(cai["data"][0], cai["shape"], np.dtype(cai["typestr"]), buf)
+    return np.asarray(buf)
+
+
+def _host_lengths(lengths):
+    """Traced lengths reach a callback as a device or host buffer; the kernels take them on the host."""
+    arr = _core_array(lengths)
+    if not isinstance(arr, np.ndarray):
+        from indrnn_core import cuda as _cuda
+
+        arr = _cuda.copy_to_host(arr)
+    return arr
+
+
+def _run_forward(stream, outs, x, u, b, h0, lengths, activation, batch_first, reverse):
+    """Fill ``outs`` = (h, h_n) with the kernels (the callbacks' body: GPU buffer_callback and CPU fallback)."""
+    h, hn = (_core_array(o) for o in outs)
+    _core.forward(_core_array(x), _core_array(u), _core_array(b), _core_array(h0), activation=activation,
+                  batch_first=batch_first, lengths=_host_lengths(lengths), reverse=reverse, out=h,
+                  final_state_out=hn, stream=stream)
+
+
+def _run_backward(stream, outs, grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse, groups):
+    """Fill ``outs`` = (gx, gu [groups, H], gb [groups, H], gh0): one core call per group of sequences."""
+    gx, gu, gb, gh0 = (_core_array(o) for o in outs)
+    grad_h, h, u, h0, grad_hn = (_core_array(a) for a in (grad_h, h, u, h0, grad_hn))
+    lengths = _host_lengths(lengths)
+    per = lengths.shape[0] // groups
+    for g in range(groups):
+        rows = slice(g * per, (g + 1) * per)
+        seq = (rows,) if batch_first else (slice(None), rows)
+        part = [_slice(a, seq) for a in (grad_h, h, gx)]
+        _core.backward(part[0], part[1], u, _slice(h0, (rows,)), activation=activation, batch_first=batch_first,
+                       lengths=lengths[rows], reverse=reverse, grad_hn=_slice(grad_hn, (rows,)),
+                       out=(part[2], _slice(gu, (g,)), _slice(gb, (g,)), _slice(gh0, (rows,))), stream=stream)
+
+
+def _slice(a, index):
+    """``a[index]`` for a NumPy array or a CUDA view (kept a view: the kernels take any strides)."""
+    if isinstance(a, np.ndarray) or len(index) == 1 and index[0] == slice(None):
+        return a[index]
+    from indrnn_core.cuda import _launch
+
+    return _launch.numba_array(a)[index]
+
+
+def _result_types(x_shape, dtype, batch_first):
+    h_shape, hn_shape = _validate.output_shapes(x_shape, batch_first)
+    return jax.ShapeDtypeStruct(h_shape, dtype), jax.ShapeDtypeStruct(hn_shape, dtype)
+
+
+def _gradient_types(h_shape, dtype, batch_first, groups):
+    gx, gu, gb, gh0 = _validate.gradient_shapes(h_shape, batch_first)
+    return tuple(jax.ShapeDtypeStruct(s, dtype) for s in (gx, (groups, *gu), (groups, *gb), gh0))
+
+
+def _threads(shape, batch_first):
+    return np.int32(_ffi.threads_for(int(np.prod(shape)), shape[0] if batch_first else shape[1]))
+
+
+def _forward_cpu(x, u, b, h0, lengths, *, activation, batch_first, reverse):
+    types = _result_types(x.shape, x.dtype, batch_first)
+    if not _use_ffi():
+        return jax.pure_callback(
+            lambda *a: _pure(_run_forward, types, a, activation, batch_first, reverse), types, x, u, b, h0, lengths,
+            vmap_method="sequential")
+    call = jax.ffi.ffi_call(_ffi.target("forward", x.dtype), types)
+    return call(x, u, b, h0, lengths, activation=np.int32(ACTIVATION_CODES[activation]), batch_first=batch_first,
+                reverse=reverse, threads=_threads(x.shape, batch_first))
+
+
+def _backward_cpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first, reverse, groups):
+    types = _gradient_types(h.shape, h.dtype, batch_first, groups)
+    if not _use_ffi():
+        return jax.pure_callback(
+            lambda *a: _pure(_run_backward, types, a, activation, batch_first, reverse, groups), types, grad_h, h,
+            u, h0, lengths, grad_hn, vmap_method="sequential")
+    # gx is written over grad_h's buffer where XLA can give it up (the kernels read each element before writing it).
+    call = jax.ffi.ffi_call(_ffi.target("backward", h.dtype), types, input_output_aliases={0: 0})
+    return call(grad_h, h, u, h0, lengths, grad_hn, activation=np.int32(ACTIVATION_CODES[activation]),
+                batch_first=batch_first, groups=np.int32(groups), reverse=reverse,
+                threads=_threads(h.shape, batch_first))
+
+
+def _pure(run, types, args, *options):
+    outs = [np.empty(t.shape, t.dtype) for t in types]
+    run(None, outs, *args, *options)
+    return tuple(outs)
+
+
+def _forward_gpu(x, u, b, h0, lengths, *, activation, batch_first, reverse):
+    from jax.experimental.buffer_callback import buffer_callback
+
+    def callback(ctx, outs, *args):
+        _run_forward(ctx.stream, outs, *args, activation, batch_first, reverse)
+
+    return buffer_callback(callback, _result_types(x.shape, x.dtype, batch_first))(x, u, b, h0, lengths)
+
+
+def _backward_gpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first, reverse, groups):
+    from jax.experimental.buffer_callback import buffer_callback
+
+    def callback(ctx, outs, *args):
+        _run_backward(ctx.stream, outs, *args, activation, batch_first, reverse, groups)
+
+    types = _gradient_types(h.shape, h.dtype, batch_first, groups)
+    return buffer_callback(callback, types)(grad_h, h, u, h0, lengths, grad_hn)
+
+
+def _on_platform(cpu, gpu, *args, **options):
+    """``cpu`` or ``gpu`` (each a kernel call) by where the computation runs, decided when XLA lowers it."""
+    return jax.lax.platform_dependent(*args, cpu=functools.partial(cpu, **options),
+                                      cuda=functools.partial(gpu, **options))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. vmap: fold the vmapped axis into the kernels' batch
+# ----------------------------------------------------------------------------------------------------------------
+def _to_batch(a, batched, size, batch_first, sequence):
+    """Fold a vmapped leading axis of ``a`` ([V, ...]) into its batch axis; an unbatched ``a`` is broadcast first.
+    ``sequence``: ``a`` is [T, B, H] / [B, T, H] (else its batch axis is its first: h0 [B, H], lengths [B])."""
+    if not batched:
+        a = jnp.broadcast_to(a, (size, *a.shape))
+    if sequence and not batch_first:  # [V, T, B, H] -> [T, V*B, H]
+        a = jnp.moveaxis(a, 0, 1)
+        return a.reshape(a.shape[0], -1, *a.shape[3:])
+    return a.reshape(-1, *a.shape[2:])
+
+
+def _from_batch(a, size, batch_first, sequence):
+    """The inverse of :func:`_to_batch`: [T, V*B, H] -> [V, T, B, H] (or [V*B, ...] -> [V, B, ...])."""
+    if sequence and not batch_first:
+        return jnp.moveaxis(a.reshape(a.shape[0], size, -1, *a.shape[2:]), 1, 0)
+    return a.reshape(size, -1, *a.shape[1:])
+
+
+def _sliced(call, size, in_batched, args):
+    """A vmapped ``u``/``b`` runs each slice in turn (each slice is its own recurrence)."""
+    batched_args = [a for a, bt in zip(args, in_batched) if bt]
+
+    def one(slices):
+        it = iter(slices)
+        return call(*[next(it) if bt else a for a, bt in zip(args, in_batched)])
+
+    return jax.lax.map(one, batched_args)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_primitive(activation, batch_first, reverse):
+    """(x, u, b, h0, lengths) -> (h, h_n), with the vmap rule."""
+    options = dict(activation=activation, batch_first=batch_first, reverse=reverse)
+
+    @custom_vmap
+    def forward(x, u, b, h0, lengths):
+        return _on_platform(_forward_cpu, _forward_gpu, x, u, b, h0, lengths, **options)
+
+    @forward.def_vmap
+    def rule(size, in_batched, x, u, b, h0, lengths):
+        if in_batched[1] or in_batched[2]:
+            return _sliced(forward, size, in_batched, (x, u, b, h0, lengths)), (True, True)
+        h, hn = forward(_to_batch(x, in_batched[0], size, batch_first, True), u, b,
+                        _to_batch(h0, in_batched[3], size, batch_first, False),
+                        _to_batch(lengths, in_batched[4], size, batch_first, False))
+        return (_from_batch(h, size, batch_first, True), _from_batch(hn, size, batch_first, False)), (True, True)
+
+    return forward
+
+
+@functools.lru_cache(maxsize=None)
+def _backward_primitive(activation, batch_first, reverse, groups):
+    """(grad_h, h, u, h0, lengths, grad_hn) -> (gx, gu [groups, H], gb [groups, H], gh0), with the vmap rule:
+    folding V slices into the batch multiplies the groups, so gu/gb stay one row per slice."""
+    options = dict(activation=activation, batch_first=batch_first, reverse=reverse, groups=groups)
+
+    @custom_vmap
+    def backward(grad_h, h, u, h0, lengths, grad_hn):
+        return _on_platform(_backward_cpu, _backward_gpu, grad_h, h, u, h0, lengths, grad_hn, **options)
+
+    @backward.def_vmap
+    def rule(size, in_batched, grad_h, h, u, h0, lengths, grad_hn):
+        args = (grad_h, h, u, h0, lengths, grad_hn)
+        if in_batched[2]:
+            return _sliced(backward, size, in_batched, args), (True,) * 4
+        folded = _backward_primitive(activation, batch_first, reverse, groups * size)
+        seq = (True, True, False, False, False, False)
+        gx, gu, gb, gh0 = folded(*[a if i == 2 else _to_batch(a, bt, size, batch_first, s)
+                                   for i, (a, bt, s) in enumerate(zip(args, in_batched, seq))])
+        # (the batch is folded slice-major, so group rows come slice-major too)
+        return ((_from_batch(gx, size, batch_first, True), gu.reshape(size, groups, -1),
+                 gb.reshape(size, groups, -1), _from_batch(gh0, size, batch_first, False)), (True,) * 4)
+
+    return backward
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. The differentiable op and the public functions
+# ----------------------------------------------------------------------------------------------------------------
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _recurrence(x, u, b, h0, lengths, activation, batch_first, reverse):
+    return _forward_primitive(activation, batch_first, reverse)(x, u, b, h0, lengths)
+
+
+def _recurrence_fwd(x, u, b, h0, lengths, activation, batch_first, reverse):
+    h, hn = _forward_primitive(activation, batch_first, reverse)(x, u, b, h0, lengths)
+    return (h, hn), (h, u, h0, lengths)  # the output, never x: derivatives come from h
+
+
+def _recurrence_bwd(activation, batch_first, reverse, residuals, cotangents):
+    h, u, h0, lengths = residuals
+    grad_h, grad_hn = cotangents
+    gx, gu, gb, gh0 = _backward_primitive(activation, batch_first, reverse, 1)(grad_h, h, u, h0, lengths, grad_hn)
+    return gx, gu[0], gb[0], gh0, None
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+def _is_concrete(a) -> bool:
+    return isinstance(a, (np.ndarray, Sequence)) or (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer))
+
+
+def _prepare(x, u, b, h0, lengths, activation, batch_first, reverse):
+    """Check everything on shapes and dtypes (the core's messages), then fill in the optional arrays."""
+    for name, a in (("x", x), ("u", u), ("b", b), ("h0", h0)):
+        if a is not None and not (isinstance(a, (jax.Array, np.ndarray)) or hasattr(a, "__jax_array__")):
+            raise TypeError(f"{name} must be a JAX or NumPy array{' or None' if name in ('b', 'h0') else ''}, "
+                            f"got {type(a).__name__}")
+    x, u = jnp.asarray(x), jnp.asarray(u)
+    b = None if b is None else jnp.asarray(b)
+    h0 = None if h0 is None else jnp.asarray(h0)
+    if lengths is not None and _is_concrete(lengths):
+        if isinstance(lengths, jax.Array):
+            lengths = np.asarray(lengths)
+        if isinstance(lengths, Sequence) and not isinstance(lengths, (str, bytes)):
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in lengths):
+                raise TypeError("lengths must contain integers")
+            lengths = np.asarray(lengths, dtype=np.int64).reshape(len(lengths))
+    T, B, H, dtype = _validate.check_signature(x, u, b, h0, lengths, activation=activation,
+                                               batch_first=batch_first, reverse=reverse)
+    if lengths is None:
+        lengths = np.full(B, T, np.int32)
+    lengths = jnp.asarray(lengths).astype(jnp.int32)  # (T < 2**31: an XLA dimension)
+    b = jnp.zeros(H, dtype) if b is None else b
+    h0 = jnp.zeros((B, H), dtype) if h0 is None else h0
+    return x, u, b, h0, lengths, bool(batch_first), bool(reverse)
+
+
+def indrnn_with_state(x, u, b=None, h0=None, *, activation: str = "relu", batch_first: bool = False, lengths=None,
+                      reverse: bool = False):
+    """IndRNN recurrence ``h_t = act(x_t + u * h_{t-1} + b)`` over already projected input, and its final state.
+
+    Args:
+        x: ``[T, B, H]`` (or ``[B, T, H]`` with ``batch_first``), float32/float64 (float64 needs
+            ``jax_enable_x64``): the input projection ``W x_t``.
+        u: ``[H]`` recurrent weights. b: ``[H]`` bias or None. h0: ``[B, H]`` initial state or None (zeros).
+        activation: "relu", "tanh", "sigmoid" or "identity" (static).
+        batch_first, reverse: static bools; ``reverse`` runs each sequence from its last valid step to step 0.
+        lengths: ``[B]`` integers in ``[0, T]`` or None: a NumPy array, a list, or a JAX array (traced ones too);
+            outputs past a sequence's end are 0 and get no gradient.
+
+    Returns:
+        ``(h, h_n)``: every step's output, shaped like ``x``, and the ``[B, H]`` final state (``h`` at each
+        sequence's last valid step; step 0 with ``reverse``; ``h0`` for a length of 0). Differentiable in
+        ``x``, ``u``, ``b`` and ``h0`` through both outputs.
+    """
+    x, u, b, h0, lengths, batch_first, reverse = _prepare(x, u, b, h0, lengths, activation, batch_first, reverse)
+    return _recurrence(x, u, b, h0, lengths, activation, batch_first, reverse)
+
+
+def indrnn(x, u, b=None, h0=None, *, activation: str = "relu", batch_first: bool = False, lengths=None,
+           reverse: bool = False):
+    """Like :func:`indrnn_with_state`, returning only ``h`` (shaped like ``x``)."""
+    return indrnn_with_state(x, u, b, h0, activation=activation, batch_first=batch_first, lengths=lengths,
+                             reverse=reverse)[0]
