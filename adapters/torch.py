@@ -355,38 +355,50 @@ def indrnn_with_state(x: Tensor, u: Tensor, b: Optional[Tensor] = None, h0: Opti
 # 3. Modules
 # ----------------------------------------------------------------------------------------------------------------
 class _RecurrentMixin:
-    """Shared by the modules owning recurrent weights: the ``|u| <= recurrent_bound`` constraint."""
+    """Shared by the modules owning recurrent weights: the ``recurrent_min_abs <= |u| <= recurrent_bound``
+    constraint."""
 
     recurrent_bound: Optional[float]
+    recurrent_min_abs: Optional[float] = None
 
     def _recurrent_weights(self) -> list[Tensor]:
         raise NotImplementedError
 
     @torch.no_grad()
-    def clip_recurrent_(self, bound: Optional[float] = None):
-        """Clamp every recurrent weight u in place to ``[-bound, bound]`` (``bound`` defaults to
-        ``self.recurrent_bound``; nothing happens when both are None). Returns self."""
-        bound = self.recurrent_bound if bound is None else bound
-        if bound is not None:
-            for u in self._recurrent_weights():
+    def clip_recurrent_(self, bound: Optional[float] = None, min_abs: Optional[float] = None):
+        """Clamp every recurrent weight u in place to ``[-bound, bound]``, then move each ``|u| < min_abs`` to
+        ``sign(u) * min_abs`` (``u == 0`` to ``+min_abs``: :func:`indrnn_core.init.check_min_abs` says why).
+        ``bound`` and ``min_abs`` default to ``self.recurrent_bound`` and ``self.recurrent_min_abs``; a None limit is
+        not applied. Returns self."""
+        bound = self.recurrent_bound if bound is None else _core.init.check_bound(bound, "bound")
+        min_abs = self.recurrent_min_abs if min_abs is None else min_abs
+        if min_abs is not None:
+            min_abs = _core.init.check_min_abs(min_abs, bound, "min_abs")
+        for u in self._recurrent_weights():
+            if bound is not None:
                 u.clamp_(-bound, bound)
+            if min_abs:
+                u.copy_(torch.where(u < 0, u.clamp(max=-min_abs), u.clamp(min=min_abs)))
         return self
 
 
-def clip_recurrent_weights_(module: nn.Module, bound: Optional[float] = None) -> nn.Module:
+def clip_recurrent_weights_(module: nn.Module, bound: Optional[float] = None,
+                            min_abs: Optional[float] = None) -> nn.Module:
     """Clamp the recurrent weights of every IndRNN module inside ``module`` (itself included) in place, each to its
-    own ``recurrent_bound`` or to ``bound`` when given. Returns ``module``."""
+    own ``recurrent_bound`` (``bound`` when given) and ``recurrent_min_abs`` (``min_abs`` when given): see
+    :meth:`IndRNN.clip_recurrent_`. Returns ``module``."""
     for m in module.modules():
         if isinstance(m, _RecurrentMixin):
-            m.clip_recurrent_(bound)
+            m.clip_recurrent_(bound, min_abs)
     return module
 
 
 def register_recurrent_clipping(optimizer: torch.optim.Optimizer, module: nn.Module,
-                                bound: Optional[float] = None):
-    """Keep ``|u| <= recurrent_bound`` through training: registers :func:`clip_recurrent_weights_` as a step
-    post-hook on ``optimizer`` (``Optimizer.register_step_post_hook``), so the weights are clipped right after
-    every ``optimizer.step()``, as the paper does. Also clips once now, so the constraint holds from the start.
+                                bound: Optional[float] = None, min_abs: Optional[float] = None):
+    """Keep ``recurrent_min_abs <= |u| <= recurrent_bound`` through training: registers
+    :func:`clip_recurrent_weights_` as a step post-hook on ``optimizer`` (``Optimizer.register_step_post_hook``),
+    so the weights are clipped right after every ``optimizer.step()``, as the paper does. Also clips once now, so
+    the constraint holds from the start.
 
     The hook lives on the optimizer: a newly built optimizer (or one restored with ``load_state_dict`` into a new
     object) needs this call again. Under DDP, every replica clips the same weights the same way, so replicas stay
@@ -398,8 +410,9 @@ def register_recurrent_clipping(optimizer: torch.optim.Optimizer, module: nn.Mod
         >>> opt = torch.optim.Adam(model.parameters(), lr=2e-4)
         >>> handle = register_recurrent_clipping(opt, model)
     """
-    clip_recurrent_weights_(module, bound)
-    return optimizer.register_step_post_hook(lambda opt, args, kwargs: clip_recurrent_weights_(module, bound))
+    clip_recurrent_weights_(module, bound, min_abs)
+    return optimizer.register_step_post_hook(
+        lambda opt, args, kwargs: clip_recurrent_weights_(module, bound, min_abs))
 
 
 def _factory(device, dtype) -> dict:
@@ -421,6 +434,9 @@ class IndRNN(_RecurrentMixin, nn.Module):
             tuple for all layers; or a list of tuples, one per layer (e.g. from ``indrnn_core.init``).
         recurrent_bound: None or a float; :meth:`clip_recurrent_` clamps every u to ``[-bound, bound]``. Clipping is
             not automatic: call :func:`register_recurrent_clipping` once on your optimizer.
+        recurrent_min_abs: None or a float ``<= recurrent_bound`` (keyword only): clipping also moves every
+            ``|u| < recurrent_min_abs`` to ``sign(u) * recurrent_min_abs`` (0 to ``+recurrent_min_abs``), as the
+            TensorFlow IndRNN cell's ``recurrent_min_abs``.
 
     Parameters (like ``nn.RNN``, suffix ``_reverse`` for the backward direction): ``weight_ih_l{k}`` ``[H, in]``
     (the projection has no bias; ``W_ih ~ U(-1/sqrt(H), 1/sqrt(H))``), ``weight_hh_l{k}`` ``[H]`` (the recurrent
@@ -445,7 +461,8 @@ class IndRNN(_RecurrentMixin, nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  activation: str = "relu", recurrent_init=None, recurrent_bound: Optional[float] = None,
-                 device=None, dtype=None, *, nonlinearity: Optional[str] = None) -> None:
+                 device=None, dtype=None, *, nonlinearity: Optional[str] = None,
+                 recurrent_min_abs: Optional[float] = None) -> None:
         super().__init__()
         if nonlinearity is not None:  # nn.RNN's name for it
             if activation != "relu" and activation != nonlinearity:
@@ -455,11 +472,13 @@ class IndRNN(_RecurrentMixin, nn.Module):
                      "nonlinearity= by keyword)" if isinstance(bias, str) else "")
         self.spec = spec = StackSpec.check(
             input_size, hidden_size, num_layers, bias=bias, bidirectional=bidirectional, activation=activation,
-            dropout=dropout, recurrent_init=recurrent_init, recurrent_bound=recurrent_bound, bias_hint=bias_hint)
+            dropout=dropout, recurrent_init=recurrent_init, recurrent_bound=recurrent_bound,
+            recurrent_min_abs=recurrent_min_abs, bias_hint=bias_hint)
         self.input_size, self.hidden_size, self.num_layers = spec.input_size, spec.hidden_size, spec.num_layers
         self.bias, self.batch_first, self.dropout = spec.bias, check_bool("batch_first", batch_first), spec.dropout
         self.bidirectional, self.activation = spec.bidirectional, spec.activation
         self.recurrent_ranges, self.recurrent_bound = list(spec.recurrent_ranges), spec.recurrent_bound
+        self.recurrent_min_abs = spec.recurrent_min_abs
         factory = _factory(device, dtype)
         self._layer_names: list[tuple[str, str, Optional[str]]] = []
         for run in spec.runs():
@@ -512,6 +531,8 @@ class IndRNN(_RecurrentMixin, nn.Module):
             s += f", activation={self.activation!r}"
         if self.recurrent_bound is not None:
             s += f", recurrent_bound={self.recurrent_bound:g}"
+        if self.recurrent_min_abs is not None:
+            s += f", recurrent_min_abs={self.recurrent_min_abs:g}"
         return s
 
     def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[Tensor] = None, lengths=None, *,
@@ -594,7 +615,8 @@ class IndRNN(_RecurrentMixin, nn.Module):
 class IndRNNCell(_RecurrentMixin, nn.Module):
     """One IndRNN step, like ``nn.RNNCell``: ``h' = act(W_ih x + u ⊙ h + b)``, for user loops (decoders, teacher
     forcing). Inputs ``input`` ``[B, in]`` (or ``[in]``), ``hx`` ``[B, H]`` (or ``[H]``) or None; returns ``h'``
-    ``[B, H]``. Parameters ``weight_ih`` ``[H, in]``, ``weight_hh`` ``[H]``, ``bias_ih`` ``[H]``.
+    ``[B, H]``. Parameters ``weight_ih`` ``[H, in]``, ``weight_hh`` ``[H]``, ``bias_ih`` ``[H]``;
+    ``recurrent_init``, ``recurrent_bound`` and ``recurrent_min_abs`` as :class:`IndRNN`.
 
     Example::
 
@@ -605,12 +627,14 @@ class IndRNNCell(_RecurrentMixin, nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, activation: str = "relu",
-                 recurrent_init=None, recurrent_bound: Optional[float] = None, device=None, dtype=None) -> None:
+                 recurrent_init=None, recurrent_bound: Optional[float] = None, device=None, dtype=None, *,
+                 recurrent_min_abs: Optional[float] = None) -> None:
         super().__init__()
         factory = _factory(device, dtype)
         self.input_size, self.hidden_size, self.bias, self.activation = input_size, hidden_size, bias, activation
         self.recurrent_range = _core.init.resolve_ranges(recurrent_init, 1)[0]
         self.recurrent_bound = _core.init.check_bound(recurrent_bound)
+        self.recurrent_min_abs = _core.init.check_min_abs(recurrent_min_abs, self.recurrent_bound)
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, **factory))
         self.bias_ih = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
@@ -653,19 +677,23 @@ class IndRNNCell(_RecurrentMixin, nn.Module):
 class IndRNNRecurrence(_RecurrentMixin, nn.Module):
     """The recurrence alone, ``h_t = act(x_t + u ⊙ h_{t-1} + b)``, over an input already projected to
     ``hidden_size`` features -- to put batch norm (or anything) between the projection and the recurrence, as the
-    original authors do. Parameters ``weight_hh`` ``[H]`` (u) and ``bias`` ``[H]``.
+    original authors do. Parameters ``weight_hh`` ``[H]`` (u) and, with ``bias``, ``bias`` ``[H]`` (the authors'
+    recurrence has none: it follows a Linear or batch norm that has one). ``recurrent_init``, ``recurrent_bound``
+    and ``recurrent_min_abs``: as :class:`IndRNN`.
 
     ``forward(input, h0=None, lengths=None)``: input ``[T, B, H]`` (``[B, T, H]`` with batch_first), h0 ``[B, H]``;
     returns ``(output [T, B, H], h_n [B, H])``.
     """
 
     def __init__(self, hidden_size: int, bias: bool = True, activation: str = "relu", batch_first: bool = False,
-                 recurrent_init=None, recurrent_bound: Optional[float] = None, device=None, dtype=None) -> None:
+                 recurrent_init=None, recurrent_bound: Optional[float] = None, device=None, dtype=None, *,
+                 recurrent_min_abs: Optional[float] = None) -> None:
         super().__init__()
         factory = _factory(device, dtype)
         self.hidden_size, self.activation, self.batch_first = hidden_size, activation, batch_first
         self.recurrent_range = _core.init.resolve_ranges(recurrent_init, 1)[0]
         self.recurrent_bound = _core.init.check_bound(recurrent_bound)
+        self.recurrent_min_abs = _core.init.check_min_abs(recurrent_min_abs, self.recurrent_bound)
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, **factory))
         self.bias = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
         self.reset_parameters()

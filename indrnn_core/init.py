@@ -6,17 +6,22 @@ to keep gradients from exploding across a whole sequence the papers bound ``|u| 
 product then grows at most ``magnitude``-fold; MAG = 2 for the adding problem, 5 for pixel MNIST). Hidden layers
 start with ``u ~ U(0, bound)``; a last layer whose output is read only at the final step starts with
 ``u ~ U(1/bound, bound)``, so that every unit keeps long memory from the start. The bound is re-applied after every
-optimiser step by clipping, not by re-parametrising, as the authors do.
+optimiser step by clipping, not by re-parametrising, as the authors do. Optionally a minimum ``|u|`` is enforced
+too (``min_abs``, as the TensorFlow IndRNN cell's ``recurrent_min_abs``), so no unit loses its memory entirely.
 """
+
+import math
 
 import numpy as np
 
 
 def recurrent_bound(seq_len, magnitude=2.0):
     """``magnitude ** (1 / seq_len)``: the largest ``|u|`` that lets a unit grow at most ``magnitude``-fold over
-    ``seq_len`` steps. E.g. ``recurrent_bound(784, 5.0)`` ~ 1.00205."""
-    if not isinstance(seq_len, (int, np.integer)) or isinstance(seq_len, bool) or seq_len < 1:
-        raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
+    ``seq_len`` steps. E.g. ``recurrent_bound(784, 5.0)`` ~ 1.00205. ``seq_len`` may be a float (e.g. the mean
+    length of variable-length data) as long as it is positive and finite."""
+    if (not isinstance(seq_len, (int, float, np.integer, np.floating)) or isinstance(seq_len, (bool, np.bool_))
+            or not math.isfinite(seq_len) or not seq_len > 0):
+        raise ValueError(f"seq_len must be a positive number, got {seq_len!r}")
     if not magnitude > 0:
         raise ValueError(f"magnitude must be > 0, got {magnitude!r}")
     return float(magnitude) ** (1.0 / seq_len)
@@ -42,11 +47,16 @@ def uniform_(u, low, high, rng=None):
     return u
 
 
-def clip_(u, bound):
-    """Clip the NumPy array ``u`` in place to ``[-bound, bound]``; returns ``u``. Call after each optimiser step."""
-    if not bound > 0:
-        raise ValueError(f"bound must be > 0, got {bound!r}")
-    np.clip(u, -bound, bound, out=u)
+def clip_(u, bound, min_abs=None):
+    """Clip the NumPy array ``u`` in place to ``[-bound, bound]`` (no maximum when ``bound`` is None), then move
+    every value with ``|u| < min_abs`` to ``sign(u) * min_abs``, zeros (of either sign) to ``+min_abs`` (see
+    :func:`check_min_abs`); returns ``u``. Call after each optimiser step."""
+    bound = None if bound is None else check_bound(bound, "bound")
+    min_abs = check_min_abs(min_abs, bound, "min_abs")
+    if bound is not None:
+        np.clip(u, -bound, bound, out=u)
+    if min_abs:
+        u[...] = np.where(u < 0, np.minimum(u, -min_abs), np.maximum(u, min_abs))
     return u
 
 
@@ -91,11 +101,32 @@ def resolve_ranges(recurrent_init, num_layers):
                      f"{num_layers} such tuples (one per layer), got {recurrent_init!r}")
 
 
-def check_bound(recurrent_bound):
-    """``recurrent_bound`` as a float (None stays None); a ValueError unless it is a positive number."""
+def check_bound(recurrent_bound, name="recurrent_bound"):
+    """``recurrent_bound`` as a float (None stays None); a ValueError naming ``name`` unless it is a positive
+    number."""
     if recurrent_bound is None:
         return None
     if (not isinstance(recurrent_bound, (int, float, np.floating, np.integer)) or isinstance(recurrent_bound, bool)
             or not recurrent_bound > 0):
-        raise ValueError(f"recurrent_bound must be None or a positive float, got {recurrent_bound!r}")
+        raise ValueError(f"{name} must be None or a positive float, got {recurrent_bound!r}")
     return float(recurrent_bound)
+
+
+def check_min_abs(recurrent_min_abs, recurrent_bound=None, name="recurrent_min_abs"):
+    """``recurrent_min_abs`` as a float (None stays None): the smallest ``|u|`` that clipping leaves, applied after
+    the maximum ``recurrent_bound``. A ValueError naming ``name`` unless it is a number ``>= 0`` and, with a bound,
+    ``<= recurrent_bound`` (otherwise no ``u`` could satisfy both).
+
+    What clipping does with it: ``|u| < min_abs`` becomes ``sign(u) * min_abs``; ``u == 0`` (either sign) becomes
+    ``+min_abs``: the minimum is there to keep every unit's memory, and a zero ``u`` is exactly the memory-less
+    unit it rules out (TensorFlow's IndRNN cell leaves an exact zero at zero, since ``sign(0) = 0``; the positive
+    side is the one the papers' initialisations draw from)."""
+    if recurrent_min_abs is None:
+        return None
+    if (not isinstance(recurrent_min_abs, (int, float, np.floating, np.integer))
+            or isinstance(recurrent_min_abs, bool) or not 0 <= recurrent_min_abs < math.inf):
+        raise ValueError(f"{name} must be None or a float >= 0, got {recurrent_min_abs!r}")
+    if recurrent_bound is not None and recurrent_min_abs > recurrent_bound:
+        raise ValueError(f"{name}={recurrent_min_abs!r} exceeds the maximum |u| (recurrent_bound="
+                         f"{recurrent_bound!r}): no recurrent weight could satisfy both")
+    return float(recurrent_min_abs)

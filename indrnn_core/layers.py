@@ -66,12 +66,14 @@ class StackSpec:
     dropout: float = 0.0
     recurrent_ranges: tuple = ((0.0, 1.0),)
     recurrent_bound: float | None = None
+    recurrent_min_abs: float | None = None
 
     @classmethod
     def check(cls, input_size, hidden_size, num_layers=1, *, bias=True, bidirectional=False, activation="relu",
-              dropout=0.0, recurrent_init=None, recurrent_bound=None, bias_hint=""):
+              dropout=0.0, recurrent_init=None, recurrent_bound=None, recurrent_min_abs=None, bias_hint=""):
         """Validate a layer constructor's arguments, each error naming its argument. ``recurrent_init``: see
-        :func:`indrnn_core.init.resolve_ranges`. ``bias_hint`` is appended to a bad ``bias``'s message."""
+        :func:`indrnn_core.init.resolve_ranges`; ``recurrent_min_abs``: :func:`indrnn_core.init.check_min_abs`.
+        ``bias_hint`` is appended to a bad ``bias``'s message."""
         input_size = check_size("input_size", input_size)
         hidden_size = check_size("hidden_size", hidden_size)
         num_layers = check_size("num_layers", num_layers)
@@ -81,8 +83,10 @@ class StackSpec:
         if (not isinstance(dropout, (int, float, np.floating, np.integer)) or isinstance(dropout, bool)
                 or not 0 <= dropout <= 1):
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        recurrent_bound = init.check_bound(recurrent_bound)
         return cls(input_size, hidden_size, num_layers, bias, bidirectional, activation, float(dropout),
-                   tuple(init.resolve_ranges(recurrent_init, num_layers)), init.check_bound(recurrent_bound))
+                   tuple(init.resolve_ranges(recurrent_init, num_layers)), recurrent_bound,
+                   init.check_min_abs(recurrent_min_abs, recurrent_bound))
 
     @property
     def num_directions(self):

@@ -29,7 +29,8 @@ def test_recurrent_bound_follows_the_paper():
     assert init.recurrent_bound(784, 5.0) == pytest.approx(5.0 ** (1 / 784))
     assert init.recurrent_bound(1000) == pytest.approx(2.0 ** (1 / 1000))
     assert init.recurrent_bound(1, 2.0) == 2.0
-    for bad in (0, -3, 2.5, True):
+    assert init.recurrent_bound(392.5, 5.0) == pytest.approx(5.0 ** (1 / 392.5))  # e.g. a mean length
+    for bad in (0, -3, -2.5, float("inf"), float("nan"), True, "784"):
         with pytest.raises(ValueError, match="seq_len"):
             init.recurrent_bound(bad)
     with pytest.raises(ValueError, match="magnitude"):

@@ -427,8 +427,12 @@ def test_batch_norm_per_step_statistics():
     z = bn(x[:2], start=3)  # eval: the running statistics of absolute steps 3, 4
     torch.testing.assert_close(z, (x[:2] - bn.running_mean[3:5, None]) / torch.sqrt(
         bn.running_var[3:5, None] + bn.eps) * 2 + 1)
-    with pytest.raises(ValueError, match="max_steps"):
-        bn(x, start=8)
+    past = bn(x, start=8)  # steps 8, 9, then 10, 11 past the table: those use the last row, 9
+    rows = torch.tensor([8, 9, 9, 9])
+    torch.testing.assert_close(past, (x - bn.running_mean[rows, None]) / torch.sqrt(
+        bn.running_var[rows, None] + bn.eps) * 2 + 1)
+    with pytest.raises(ValueError, match="start"):
+        bn(x, start=-1)
 
 
 def test_sequence_dropout_shares_mask_over_time():
