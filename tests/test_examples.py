@@ -271,3 +271,98 @@ def test_example_bad_flags_get_one_line_and_exit_2(name, argv, needles, tmp_path
     not_npz.write_text("not an archive")
     argv = [a.format(bad_npz=bad_npz, not_npz=not_npz) for a in argv]
     expect_flag_error(module, argv + ["--out", str(tmp_path / "out")], capsys, *needles)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the image example on a folder of IDX files (MNIST, Fashion-MNIST, KMNIST)
+# ------------------------------------------------------------------------------------------------------------------
+def write_idx(path, array):
+    """``array`` as an IDX file (gzipped when ``path`` ends in .gz): magic 0, 0, type, rank; big-endian sizes."""
+    import gzip
+
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
+    array = np.asarray(array)
+    array = array.astype(array.dtype.newbyteorder(">")) if array.dtype.itemsize > 1 else array
+    data = bytes([0, 0, codes[array.dtype], array.ndim]) + np.array(array.shape, ">u4").tobytes() + array.tobytes()
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
+        f.write(data)
+
+
+def idx_folder(folder, gz, rng, train=40, test=12):
+    folder.mkdir()
+    arrays = {"x_train": rng.integers(0, 256, (train, 28, 28), dtype=np.uint8),
+              "y_train": rng.integers(0, 10, train, dtype=np.uint8),
+              "x_test": rng.integers(0, 256, (test, 28, 28), dtype=np.uint8),
+              "y_test": rng.integers(0, 10, test, dtype=np.uint8)}
+    from indrnn_core.examples import mnist
+
+    for key, array in arrays.items():
+        write_idx(folder / (mnist.IDX_NAMES[key] + (".gz" if gz else "")), array)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_mnist_idx_folder_reads_like_the_npz(gz, tmp_path, capsys):
+    from indrnn_core.examples import mnist
+
+    arrays = idx_folder(tmp_path / "idx", gz, np.random.default_rng(1))
+    npz = tmp_path / "same.npz"
+    np.savez(npz, **arrays)
+    parser = mnist.build_parser()
+    from_idx, from_npz = mnist.load(parser, str(tmp_path / "idx"), None), mnist.load(parser, str(npz), None)
+    for a, b in zip(from_idx, from_npz):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    assert from_idx[0].shape == (40, 784) and from_idx[0].min() >= -1 and from_idx[0].max() <= 1
+    for key, array in arrays.items():  # and the raw reader gives the arrays back exactly
+        path = tmp_path / "idx" / (mnist.IDX_NAMES[key] + (".gz" if gz else ""))
+        np.testing.assert_array_equal(mnist.read_idx(str(path)), array)
+    argv = ["--data", str(tmp_path / "idx"), "--epochs", "1", "--layers", "1", "--hidden", "4",
+            "--batch-size", "16", "--val-fraction", "0.25", "--permute"]
+    check_classifier_run(mnist, argv, capsys, tmp_path / "out", ["mnist-permuted.csv", "mnist-permuted.png"], 1)
+
+
+def test_mnist_idx_reader_other_element_types_and_names(tmp_path):
+    from indrnn_core.examples import mnist
+
+    rng = np.random.default_rng(2)
+    for array in (rng.integers(-5, 5, (3, 4)).astype(">i4"), rng.standard_normal((2, 3, 2)).astype(">f4")):
+        write_idx(tmp_path / "a.idx", array)
+        got = mnist.read_idx(str(tmp_path / "a.idx"))
+        np.testing.assert_array_equal(got, array)
+        assert got.dtype.isnative
+    # other spellings of the names (a dot before idx, "test" for "t10k"); a plain copy wins over a gzipped one
+    folder = tmp_path / "kaggle"
+    folder.mkdir()
+    for name in ("train-images.idx3-ubyte", "train-labels.idx1-ubyte", "test-images.idx3-ubyte",
+                 "test-labels.idx1-ubyte", "test-labels.idx1-ubyte.gz", "train-labels-idx3-ubyte", "notes.txt"):
+        (folder / name).write_bytes(b"")
+    found = mnist.find_idx_files(str(folder))
+    assert {k: os.path.basename(v) for k, v in found.items()} == {
+        "x_train": "train-images.idx3-ubyte", "y_train": "train-labels.idx1-ubyte",
+        "x_test": "test-images.idx3-ubyte", "y_test": "test-labels.idx1-ubyte"}
+
+
+def test_mnist_idx_folder_bad_input_gets_one_line(tmp_path, capsys):
+    from indrnn_core.examples import mnist
+
+    arrays = idx_folder(tmp_path / "idx", True, np.random.default_rng(3))
+    out = ["--out", str(tmp_path / "out")]
+    (tmp_path / "empty").mkdir()
+    expect_flag_error(mnist, ["--data", str(tmp_path / "empty")] + out, capsys, "--data",
+                      "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    images = tmp_path / "idx" / "t10k-images-idx3-ubyte.gz"
+    write_idx(images, arrays["x_test"][:, :, :20])  # 28 x 20 images: not 784 pixels
+    expect_flag_error(mnist, ["--data", str(tmp_path / "idx")] + out, capsys, "--data", "x_test")
+    images.write_bytes(b"not gzip at all")
+    expect_flag_error(mnist, ["--data", str(tmp_path / "idx")] + out, capsys, "--data", images.name)
+    labels = tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz"
+    write_idx(images, arrays["x_test"])
+    import gzip
+
+    with gzip.open(labels, "wb") as f:  # a header that promises more labels than the file holds
+        f.write(bytes([0, 0, 8, 1]) + np.array([99], ">u4").tobytes() + bytes(12))
+    expect_flag_error(mnist, ["--data", str(tmp_path / "idx")] + out, capsys, "--data", "99", labels.name)
+    with gzip.open(labels, "wb") as f:
+        f.write(b"\x01\x02\x03\x04")
+    expect_flag_error(mnist, ["--data", str(tmp_path / "idx")] + out, capsys, "--data", "not an IDX file")

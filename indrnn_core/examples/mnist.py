@@ -1,5 +1,9 @@
-"""Sequential and permuted pixel MNIST (T=784) with the IndRNN paper's recipe, from an ``mnist.npz`` you already
-have (the Keras format: ``x_train [60000, 28, 28]``, ``y_train``, ``x_test``, ``y_test``; nothing is downloaded).
+"""Sequential and permuted pixel MNIST (T=784) with the IndRNN paper's recipe, from data you already have (nothing
+is downloaded): an ``mnist.npz`` (the Keras format: ``x_train [60000, 28, 28]``, ``y_train``, ``x_test``,
+``y_test``), or a folder of the four IDX files that MNIST, Fashion-MNIST and KMNIST all ship
+(``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``,
+each gzipped or not; Debian's ``dataset-fashion-mnist`` package installs them under
+``/usr/share/datasets/fashion-mnist/``).
 
 Recipe (Li et al. 2018, §4.2): pixels scaled to [-1, 1] and fed one per step; 6 IndRNN layers x 128 ReLU units,
 each followed by batch norm over time and dropout 0.1 (one mask per sequence); Linear on the last step; u ~ U(0, b)
@@ -13,13 +17,16 @@ Example::
 
     $ python -m indrnn_core.examples.mnist --data ~/data/mnist.npz --device cuda
     $ python -m indrnn_core.examples.mnist --data ~/data/mnist.npz --permute
+    $ python -m indrnn_core.examples.mnist --data /usr/share/datasets/fashion-mnist/     # an IDX folder
     $ python -m indrnn_core.examples.mnist --data ~/data/mnist.npz --limit 2000 --layers 2 --epochs 3   # a quick try
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import pickle
+import re
 import sys
 import time
 import zipfile
@@ -32,6 +39,13 @@ from indrnn_core.examples import _common
 
 SEQ_LEN = 784
 KEYS = ("x_train", "y_train", "x_test", "y_test")
+# The IDX files of each array, as MNIST, Fashion-MNIST and KMNIST name them ("t10k" is the test set; some copies
+# write "train-images.idx3-ubyte" or "test-..."), gzipped or not.
+IDX_NAMES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+_IDX_NAME = re.compile(r"^(train|t10k|test)[-_.](images|labels)[-_.]idx([13])[-_.]ubyte(\.gz)?$", re.IGNORECASE)
+# IDX element types: the third byte of the magic number -> big-endian NumPy dtype.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m indrnn_core.examples.mnist",
         description="Sequential (or --permute'd) pixel MNIST, T=784, with the IndRNN paper's 6-layer recipe.",
         formatter_class=_common.HelpFormatter)
-    p.add_argument("--data", required=True, metavar="MNIST.NPZ",
-                   help="path to mnist.npz (Keras format: x_train, y_train, x_test, y_test)")
+    p.add_argument("--data", required=True, metavar="MNIST.NPZ|IDX_FOLDER",
+                   help="path to mnist.npz (Keras format: x_train, y_train, x_test, y_test) or to a folder of the "
+                        "four IDX files of MNIST, Fashion-MNIST or KMNIST (.gz or not)")
     p.add_argument("--permute", action="store_true", help="permuted MNIST: one fixed random pixel order")
     p.add_argument("--epochs", type=int_(1), default=20, help="passes over the training set")
     p.add_argument("--hidden", type=int_(1), default=128, help="units per layer")
@@ -61,9 +76,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def read_idx(path: str) -> np.ndarray:
+    """The array in one IDX file (``.gz`` or not): a ValueError naming the file if it is not one, or is cut
+    short."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:  # (gzip.BadGzipFile is an OSError)
+        raise ValueError(f"cannot read {path!r} ({exc})") from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path!r} is not an IDX file (its magic number is {data[:4].hex() or 'missing'})")
+    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path!r}: IDX header cut short")
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
+    if len(data) != header + int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError(f"{path!r}: IDX shape {shape} needs {header + int(np.prod(shape)) * dtype.itemsize} "
+                         f"bytes, the file has {len(data)}")
+    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def find_idx_files(folder: str) -> dict:
+    """``{key: path}`` of the IDX files in ``folder`` for each of ``KEYS`` that it holds (an uncompressed copy
+    preferred to a gzipped one)."""
+    found: dict = {}
+    for name in sorted(os.listdir(folder), key=lambda n: n.lower().endswith(".gz")):  # plain files first
+        match = _IDX_NAME.match(name)
+        if match:
+            split, kind, rank = match.group(1).lower(), match.group(2).lower(), match.group(3)
+            if (kind == "images") == (rank == "3"):
+                found.setdefault(f"{'x' if kind == 'images' else 'y'}_{'train' if split == 'train' else 'test'}",
+                                 os.path.join(folder, name))
+    return found
+
+
+def _load_idx_folder(parser: argparse.ArgumentParser, folder: str) -> dict:
+    paths = find_idx_files(folder)
+    missing = [IDX_NAMES[k] for k in KEYS if k not in paths]
+    if missing:
+        parser.error(f"argument --data: the folder {folder!r} lacks {', '.join(missing)} (.gz or not); expected the "
+                     f"four IDX files of MNIST, Fashion-MNIST or KMNIST")
+    try:
+        return {k: read_idx(paths[k]) for k in KEYS}
+    except ValueError as exc:
+        parser.error(f"argument --data: {exc}")
+
+
 def load(parser: argparse.ArgumentParser, path: str, limit: Optional[int]):
-    """Read ``path`` into ``(x_train [N, 784] float32 in [-1, 1], y_train int64, x_test, y_test)`` or exit with a
-    one-line error saying what the file must hold."""
+    """Read ``path`` (an ``.npz`` or a folder of IDX files) into ``(x_train [N, 784] float32 in [-1, 1], y_train
+    int64, x_test, y_test)`` or exit with a one-line error saying what it must hold."""
+    if os.path.isdir(path):
+        return _prepare(parser, _load_idx_folder(parser, path), limit)
     if not os.path.isfile(path):
         parser.error(f"argument --data: no file {path!r}; pass the path of an mnist.npz you have "
                      f"(Keras format with arrays {', '.join(KEYS)})")
@@ -79,6 +144,10 @@ def load(parser: argparse.ArgumentParser, path: str, limit: Optional[int]):
             parser.error(f"argument --data: {path!r} lacks {', '.join(missing)}; expected arrays "
                          f"{', '.join(KEYS)} (Keras' mnist.npz)")
         arrays = {k: archive[k] for k in KEYS}
+    return _prepare(parser, arrays, limit)
+
+
+def _prepare(parser: argparse.ArgumentParser, arrays: dict, limit: Optional[int]):
     out = []
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
