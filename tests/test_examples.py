@@ -206,7 +206,8 @@ def test_batch_norm_recalibration_gives_the_training_set_statistics():
 
     bn = BatchNormOverTime(3)
     model = torch.nn.Sequential(bn)
-    data = torch.randn(5, 40, 3) * torch.tensor([1.0, 2.0, 3.0]) + torch.tensor([-1.0, 0.0, 4.0])
+    data = (torch.randn(5, 40, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 2.0, 3.0])
+            + torch.tensor([-1.0, 0.0, 4.0]))
     batches = [(data[:, i:i + 8], None) for i in range(0, 40, 8)]
     _torch.recalibrate_batch_norm(model, batches)
     flat = data.reshape(-1, 3)
