@@ -68,12 +68,15 @@ def _use_ffi() -> bool:
 
 def _core_array(buf):
     """A buffer_callback/pure_callback buffer as the core takes it: its CUDA memory as a view, or a NumPy array."""
-    if hasattr(type(buf), "__cuda_array_interface__") or hasattr(buf, "__cuda_array_interface__"):
+    if isinstance(buf, np.ndarray):
+        return buf
+    try:  # (CPU jax.Arrays and callback buffers have the property too, and raise)
         cai = buf.__cuda_array_interface__
-        from indrnn_core._device_view import DeviceView
+    except (AttributeError, jax.errors.JaxRuntimeError):
+        return np.asarray(buf)
+    from indrnn_core._device_view import DeviceView
 
-        return DeviceView.contiguous(cai["data"][0], cai["shape"], np.dtype(cai["typestr"]), buf)
-    return np.asarray(buf)
+    return DeviceView.contiguous(cai["data"][0], cai["shape"], np.dtype(cai["typestr"]), buf)
 
 
 def _host_lengths(lengths):
@@ -118,14 +121,47 @@ def _slice(a, index):
     return _launch.numba_array(a)[index]
 
 
-def _result_types(x_shape, dtype, batch_first):
+def _result_types(x_shape, dtype, batch_first, like=None):
     h_shape, hn_shape = _validate.output_shapes(x_shape, batch_first)
-    return jax.ShapeDtypeStruct(h_shape, dtype), jax.ShapeDtypeStruct(hn_shape, dtype)
+    return tuple(_struct(s, dtype, like) for s in (h_shape, hn_shape))
 
 
-def _gradient_types(h_shape, dtype, batch_first, groups):
+def _gradient_types(h_shape, dtype, batch_first, groups, like=None):
     gx, gu, gb, gh0 = _validate.gradient_shapes(h_shape, batch_first)
-    return tuple(jax.ShapeDtypeStruct(s, dtype) for s in (gx, (groups, *gu), (groups, *gb), gh0))
+    return tuple(_struct(s, dtype, like) for s in (gx, (groups, *gu), (groups, *gb), gh0))
+
+
+def _struct(shape, dtype, like):
+    """A result type; inside ``shard_map`` it varies over the mesh axes its operands vary over (``like``'s)."""
+    aval = None if like is None else jax.typeof(like)
+    axis_type = getattr(aval, "manual_axis_type", None)
+    if axis_type is None or not getattr(axis_type, "varying", None):
+        return jax.ShapeDtypeStruct(shape, dtype)
+    sharding = jax.sharding.NamedSharding(aval.sharding.mesh, jax.sharding.PartitionSpec())
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding, manual_axis_type=axis_type)
+
+
+def _varying(a) -> frozenset:
+    """The ``shard_map`` mesh axes ``a`` varies over (none outside ``shard_map``)."""
+    axis_type = getattr(jax.typeof(a), "manual_axis_type", None)
+    return frozenset(getattr(axis_type, "varying", ()) or ())
+
+
+def _vary_like(arrays):
+    """Inside ``shard_map``, mark every operand as varying over every axis any of them varies over, so the kernel
+    call and its results have one consistent type (a replicated ``u`` meets a sharded ``x``)."""
+    axes = frozenset().union(*(_varying(a) for a in arrays))
+    if not axes:
+        return arrays
+    return tuple(a if not (axes - _varying(a)) else jax.lax.pcast(a, tuple(sorted(axes - _varying(a))), to="varying")
+                 for a in arrays)
+
+
+def _cotangent_like(ct, primal):
+    """A cotangent typed like its primal under ``shard_map``: summed over the axes the primal is replicated on
+    (what ``shard_map`` does for a replicated input's gradient)."""
+    extra = _varying(ct) - _varying(primal)
+    return jax.lax.psum(ct, tuple(sorted(extra))) if extra else ct
 
 
 def _threads(shape, batch_first):
@@ -133,7 +169,7 @@ def _threads(shape, batch_first):
 
 
 def _forward_cpu(x, u, b, h0, lengths, *, activation, batch_first, reverse):
-    types = _result_types(x.shape, x.dtype, batch_first)
+    types = _result_types(x.shape, x.dtype, batch_first, x)
     if not _use_ffi():
         return jax.pure_callback(
             lambda *a: _pure(_run_forward, types, a, activation, batch_first, reverse), types, x, u, b, h0, lengths,
@@ -144,7 +180,7 @@ def _forward_cpu(x, u, b, h0, lengths, *, activation, batch_first, reverse):
 
 
 def _backward_cpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first, reverse, groups):
-    types = _gradient_types(h.shape, h.dtype, batch_first, groups)
+    types = _gradient_types(h.shape, h.dtype, batch_first, groups, h)
     if not _use_ffi():
         return jax.pure_callback(
             lambda *a: _pure(_run_backward, types, a, activation, batch_first, reverse, groups), types, grad_h, h,
@@ -168,7 +204,8 @@ def _forward_gpu(x, u, b, h0, lengths, *, activation, batch_first, reverse):
     def callback(ctx, outs, *args):
         _run_forward(ctx.stream, outs, *args, activation, batch_first, reverse)
 
-    return buffer_callback(callback, _result_types(x.shape, x.dtype, batch_first))(x, u, b, h0, lengths)
+    outs = buffer_callback(callback, _result_types(x.shape, x.dtype, batch_first))(x, u, b, h0, lengths)
+    return _vary_like((x, *outs))[1:]  # (buffer_callback's results carry no shard_map axes)
 
 
 def _backward_gpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first, reverse, groups):
@@ -178,12 +215,13 @@ def _backward_gpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first
         _run_backward(ctx.stream, outs, *args, activation, batch_first, reverse, groups)
 
     types = _gradient_types(h.shape, h.dtype, batch_first, groups)
-    return buffer_callback(callback, types)(grad_h, h, u, h0, lengths, grad_hn)
+    outs = buffer_callback(callback, types)(grad_h, h, u, h0, lengths, grad_hn)
+    return _vary_like((h, *outs))[1:]
 
 
 def _on_platform(cpu, gpu, *args, **options):
     """``cpu`` or ``gpu`` (each a kernel call) by where the computation runs, decided when XLA lowers it."""
-    return jax.lax.platform_dependent(*args, cpu=functools.partial(cpu, **options),
+    return jax.lax.platform_dependent(*_vary_like(args), cpu=functools.partial(cpu, **options),
                                       cuda=functools.partial(gpu, **options))
 
 
@@ -283,7 +321,8 @@ def _recurrence_bwd(activation, batch_first, reverse, residuals, cotangents):
     h, u, h0, lengths = residuals
     grad_h, grad_hn = cotangents
     gx, gu, gb, gh0 = _backward_primitive(activation, batch_first, reverse, 1)(grad_h, h, u, h0, lengths, grad_hn)
-    return gx, gu[0], gb[0], gh0, None
+    # (b's type is u's: both [H], given or zeros made alongside)
+    return gx, _cotangent_like(gu[0], u), _cotangent_like(gb[0], u), _cotangent_like(gh0, h0), None
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
