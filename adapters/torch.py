@@ -65,9 +65,9 @@ def _empty(shape, like: Tensor):
 
     CPU outputs are NumPy allocations wrapped by ``torch.from_numpy``, the large ones from ``indrnn_core.host_cache``:
     torch's CPU allocator has no cache, so each [T, B, H] output would be fresh pages from the OS, faulted in and
-    zeroed by the kernel's first touch (+60-80% over the kernels alone at T=1000, B=256, H=256); and ``np.empty`` +
-    ``from_numpy`` cost half of ``torch.empty`` + ``.numpy()``, which shows at T=1. CUDA outputs come from torch's
-    caching allocator."""
+    zeroed by the kernel's first touch (+55% over the kernels alone at T=1000 and +63% at T=3000, B=64, H=128:
+    BENCHMARKS.md's "no host cache" rows, 2026-11-23); and ``np.empty`` + ``from_numpy`` cost half of
+    ``torch.empty`` + ``.numpy()``, which shows at T=1. CUDA outputs come from torch's caching allocator."""
     if like.is_cuda:
         t = (torch.empty_like(like, memory_format=torch.contiguous_format) if shape == like.shape
              else like.new_empty(shape))
@@ -101,7 +101,7 @@ _NUMPY_DTYPES_BY_TORCH = {torch.float32: np.dtype(np.float32), torch.float64: np
 
 
 def _array(t: Optional[Tensor]):
-    """A tensor as the core sees it, never copied: a NumPy view of CPU memory, or a :class:`_CudaArray` (the core
+    """A tensor as the core sees it, never copied: a NumPy view of CPU memory, or a :class:`DeviceView` (the core
     reads its CUDA array interface). ``Tensor.numpy()`` shares memory exactly like ``np.from_dlpack`` and costs half
     as much per call (``Tensor.__dlpack__`` is Python-level), which matters at small T."""
     if t is None:
