@@ -339,3 +339,22 @@ def test_mixed_dtypes_rejected(x64):
 
 def test_default_tolerance_is_what_the_checker_uses():
     assert default_tolerance(np.float32) >= tolerance(np.float32, 7)
+
+
+def test_readme_example_runs_and_its_gradients_agree():
+    """The README's JAX example, run as written (on however many devices this process has)."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## JAX (`indrnn_core.adapters.jax`)"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope = {}
+    exec(compile(code, "README.md (JAX example)", "exec"), scope)
+    w, u, b, xs, lengths = (scope[k] for k in ("w", "u", "b", "xs", "lengths"))
+    grads, per_example = scope["grads"], scope["per_example"]
+    assert per_example.shape == (xs.shape[1], *w.shape)
+    # the mean loss's gradient is the mean of the per-example ones
+    np.testing.assert_allclose(per_example.mean(0), grads[0], rtol=1e-4, atol=1e-6)
+    for g, s in zip(grads, scope["sharded"](w, u, b, xs, lengths)):
+        np.testing.assert_allclose(s, g, rtol=1e-5, atol=1e-7)
