@@ -13,6 +13,7 @@ Example::
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Optional
 
@@ -36,6 +37,16 @@ def _valid_steps(input: Tensor, lengths, batch_first: bool) -> Tensor:
         raise ValueError(f"lengths must lie in [0, {T}] (T={T})")
     steps = torch.arange(T, device=input.device)
     return steps[None, :] < lengths[:, None] if batch_first else steps[:, None] < lengths[None, :]
+
+
+def _as_int(value) -> Optional[int]:
+    """``value`` as an int if it is an integer (a NumPy or 0-d torch integer too; not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 class BatchNormOverTime(nn.BatchNorm1d):
@@ -70,8 +81,9 @@ class BatchNormPerStep(nn.Module):
         super().__init__()
         if momentum is not None and not 0 <= momentum <= 1:
             raise ValueError(f"momentum must be None (cumulative average) or in [0, 1], got {momentum!r}")
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        if _as_int(max_steps) is None or max_steps < 1:
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        max_steps = _as_int(max_steps)
         factory = {"device": device, "dtype": dtype}
         self.num_features, self.max_steps, self.eps, self.momentum = num_features, max_steps, eps, momentum
         self.weight = nn.Parameter(torch.empty(num_features, **factory)) if affine else None
@@ -100,8 +112,9 @@ class BatchNormPerStep(nn.Module):
     def forward(self, input: Tensor, start: int = 0) -> Tensor:
         if input.dim() != 3 or input.shape[-1] != self.num_features:
             raise ValueError(f"input must have shape [T, B, {self.num_features}], got {tuple(input.shape)}")
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        if _as_int(start) is None or start < 0:
             raise ValueError(f"start must be an int >= 0 (the absolute step of input[0]), got {start!r}")
+        start = _as_int(start)
         steps, last = input.shape[0], self.max_steps - 1
         inside = max(0, min(steps, self.max_steps - start))  # steps [0, inside) have rows of their own
         if self.training:

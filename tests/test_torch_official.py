@@ -305,8 +305,14 @@ def test_batch_norm_per_step_options():
         BatchNormPerStep(3, 4, momentum=1.5)
     with pytest.raises(ValueError, match="max_steps"):
         BatchNormPerStep(3, 0)
-    bn = BatchNormPerStep(3, 4, momentum=None)
+    bn = BatchNormPerStep(3, np.int64(4), momentum=None)  # NumPy integers are integers
     assert "momentum=None" in repr(bn)
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(bn.eval()(x, start=np.int32(3)), bn(x, start=3))
+    for bad in (1.5, True, -1):
+        with pytest.raises(ValueError, match="start"):
+            bn(x, start=bad)
+    bn.train()
     old = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}  # saved before the counter
     bn.load_state_dict(old)
     assert bn.num_batches_tracked.tolist() == [0, 0, 0, 0]
