@@ -20,6 +20,7 @@ from typing import Any, Optional
 INSTALL_HINTS = {
     "torch": "pip install 'indrnn-core[torch]'",
     "jax": "pip install 'indrnn-core[jax]'",
+    "flax": "pip install 'indrnn-core[flax]'",
     "tensorflow": "pip install 'indrnn-core[tensorflow]'",
 }
 

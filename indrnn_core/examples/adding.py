@@ -21,6 +21,7 @@ Example::
     $ indrnn-adding                      # defaults: T=500, 1500 steps, 3-5 minutes on a 2-core CPU
     $ indrnn-adding --compare lstm       # the same batches through an nn.LSTM of the same width and depth
     $ indrnn-adding --seq-len 1000 --steps 5000 --device cuda
+    $ indrnn-adding --framework jax      # the same run in JAX: the Flax layer, optax's Adam
 """
 from __future__ import annotations
 
@@ -50,9 +51,10 @@ class Framework:
     install: str
 
 
-# JAX and TensorFlow join with one entry each and one backend module of the same shape as _adding_torch.
+# Each framework joins with one entry and one backend module of the same shape as _adding_torch.
 FRAMEWORKS: dict[str, Framework] = {
     "torch": Framework("torch", "indrnn_core.examples._adding_torch", _common.INSTALL_HINTS["torch"]),
+    "jax": Framework("flax", "indrnn_core.examples._adding_jax", _common.INSTALL_HINTS["flax"]),
 }
 COMPARE_MODELS = ("lstm",)
 
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _common.ArgumentParser(
         prog="indrnn-adding",
         description="Train an IndRNN on the adding problem (baseline MSE 0.167) and plot its test MSE; "
-                    "--compare lstm trains an nn.LSTM of the same size on the same batches.",
+                    "--compare lstm trains an LSTM of the same size on the same batches.",
         formatter_class=_common.HelpFormatter)
     p.add_argument("--framework", default="torch", choices=sorted(FRAMEWORKS), help="deep-learning framework")
     p.add_argument("--seq-len", type=int_(2), default=500, metavar="T", help="sequence length")
