@@ -54,6 +54,11 @@ try:  # how tf.function(jit_compile=True) marks the graph it traces: no public A
     from tensorflow.python.ops import control_flow_util as _tf_control_flow_util
 except ImportError:  # pragma: no cover - a TF without these modules: XLA is then caught when TF compiles
     _tf_ops = _tf_control_flow_util = None
+try:  # whether any gradient tape is recording (no public API either)
+    from tensorflow.python.eager.record import could_possibly_record as _tape_recording
+except ImportError:  # pragma: no cover - then every backward is guarded (correct, one more wrapper per call)
+    def _tape_recording():
+        return True
 
 __all__ = ["indrnn", "indrnn_with_state", "XlaUnsupportedError", "ALIGNMENT"]
 
@@ -254,6 +259,18 @@ def _callback(fn_eager, fn_numpy, inputs, dtypes):
     return [tf.stop_gradient(t) for t in outputs]
 
 
+def _first_derivatives_only(backward):
+    """``backward`` as a ``tf.custom_gradient`` function whose own gradient raises."""
+    @tf.custom_gradient
+    def guarded(*tensors):
+        def refuse(*_):
+            raise NotImplementedError(
+                "indrnn has first derivatives only: its gradient (computed by the kernels) cannot be differentiated "
+                "again (a GradientTape watching another tape's gradient of indrnn)")
+        return backward(*tensors), refuse
+    return guarded
+
+
 def _set_shapes(tensors, shapes):
     for t, s in zip(tensors, shapes):
         t.set_shape(s)
@@ -318,12 +335,18 @@ def _op(has_b: bool, has_h0: bool, has_lengths: bool, activation: str, batch_fir
                 g, hh, uu, hh0, ll, ghn = parts(arrays)
                 return _backward_arrays(g, hh, uu, hh0, ll, ghn, options)
 
-            if tf.executing_eagerly():
-                gx, gu, gb, gh0 = _backward_tensors(grad_h, h, u, h0, lengths, grad_hn, options)
-            else:
-                gx, gu, gb, gh0 = _callback(backward_eager, backward_numpy, present, [h.dtype] * 4)
+            def run_backward(*tensors):
+                if tf.executing_eagerly():
+                    return _backward_tensors(*parts(tensors), options)
+                grads = _callback(backward_eager, backward_numpy, list(tensors), [h.dtype] * 4)
                 if h.shape.rank is not None:
-                    _set_shapes((gx, gu, gb, gh0), _validate.gradient_shapes(tuple(h.shape), batch_first))
+                    _set_shapes(grads, _validate.gradient_shapes(tuple(h.shape), batch_first))
+                return tuple(grads)
+
+            # Another tape watching this gradient would get None for a second derivative (the kernels are no TF
+            # ops): there, the backward refuses to be differentiated instead. Otherwise (the usual case) no wrapper.
+            run = _first_derivatives_only(run_backward) if _tape_recording() else run_backward
+            gx, gu, gb, gh0 = run(*present)
             return [gx, gu] + ([gb] if has_b else []) + ([gh0] if has_h0 else []) + ([None] if has_lengths else [])
 
         return (h, hn), grad
@@ -404,7 +427,8 @@ def indrnn_with_state(x, u, b=None, h0=None, *, activation: str = "relu", batch_
         ``u``, ``b`` and ``h0`` through both.
 
     Works in eager code and in ``tf.function`` (not with ``jit_compile=True``: :class:`XlaUnsupportedError`), on
-    the CPU and on CUDA GPUs (with ``indrnn-core[cuda]``), and inside ``tf.distribute`` replicas.
+    the CPU and on CUDA GPUs (with ``indrnn-core[cuda]``), and inside ``tf.distribute`` replicas. First
+    derivatives only: differentiating the gradient again raises ``NotImplementedError``.
 
     Example::
 

@@ -14,7 +14,7 @@ Rows per config (``x``: ``[T, B, H]`` float32 by default; ``mode="fwdbwd"``: for
 
 ``overhead_pct``: median over rounds of (time / kernels' time of the same round) - 1; ``x_scan``: tf.scan's time
 / this row's time. ``mode="call_T1"``: per call at T=1 (same B, H), eager and in a tf.function, fwd+grad, with the
-kernels' own per-call time beside them.
+kernels' own per-call time and, as TF's floor, a ``tf.custom_gradient`` function that computes nothing.
 
 The implementations alternate within each round (one call of each, in turn), so load from other processes on a
 shared machine hits all of them alike; median of ``--repeats`` (>= 15) rounds after two warm-up calls each.
@@ -110,6 +110,29 @@ def _implementations(dtype: str) -> dict:
     }
 
 
+NOOP = "no-op tf.custom_gradient (eager)"
+
+
+def _noop_custom_gradient():
+    """TF's own floor for an eager op with a custom gradient: a ``tf.custom_gradient`` function with the same
+    inputs and outputs that computes nothing (its outputs are identities of x and h0), under the same tape."""
+    tf = _tf()
+
+    @tf.custom_gradient
+    def op(x, u, b, h0):
+        def grad(grad_h, grad_hn):
+            return grad_h, u, b, grad_hn
+        return (tf.identity(x), tf.identity(h0)), grad
+
+    def step(x, u, b, h0, g):
+        with tf.GradientTape() as tape:
+            tape.watch([x, u, b, h0])
+            h = op(x, u, b, h0)[0]
+        return h, tape.gradient(h, [x, u, b, h0], output_gradients=g)
+
+    return step
+
+
 NUMPY_IMPLS = ("core kernels (out=)", "core kernels (out=None)")
 BASELINE = "core kernels (out=)"
 SCAN = "tf.scan (tf.function)"
@@ -201,6 +224,7 @@ def run(shapes, dtype: str = "float32", repeats: int = 21, log=print, gated: boo
         # Per call at T=1: the adapter's own cost (the scan peers have nothing to show here).
         one = make_inputs(configs.Shape(shape.name, 1, shape.B, shape.H), dtype)
         t1 = {k: v for k, v in fns.items() if not k.startswith("tf.scan") and k != "core kernels (out=None)"}
+        t1[NOOP] = _noop_custom_gradient()
         args1 = {name: _arguments(one, name in NUMPY_IMPLS) for name in t1}
         samples1 = _interleaved(t1, args1, repeats, calls=CALLS_PER_SAMPLE)
         for name, ts in samples1.items():

@@ -175,6 +175,38 @@ def test_only_the_final_state_used():
         assert scaled_error(g.numpy(), w) <= tolerance(np.float64, 5 * 2)
 
 
+@pytest.mark.parametrize("mode", ["eager", "tf.function"])
+def test_second_derivatives_are_refused_not_silently_none(mode):
+    case = make_case(seed=14, T=4, B=2, H=3, dtype=np.float64)
+    x, u = tf.constant(case["x"]), tf.constant(case["u"])
+
+    def second(x, u):
+        with tf.GradientTape() as outer:
+            outer.watch(u)
+            with tf.GradientTape() as inner:
+                inner.watch(u)
+                loss = tf.reduce_sum(indrnn(x, u, activation="tanh"))
+            gu = inner.gradient(loss, u)
+            penalty = tf.reduce_sum(gu * gu)
+        return outer.gradient(penalty, u)
+
+    with pytest.raises(NotImplementedError, match="first derivatives only"):
+        (second if mode == "eager" else tf.function(second))(x, u)
+
+
+def test_persistent_tape_first_derivatives():
+    """A persistent tape stays active while it computes gradients: the guard is in place and changes nothing."""
+    case = make_case(seed=15, T=4, B=2, H=3, dtype=np.float64)
+    x, u, g = tf.constant(case["x"]), tf.constant(case["u"]), tf.constant(case["grad_h"])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, u])
+        h = indrnn(x, u)
+    gu, gx = tape.gradient(h, u, output_gradients=g), tape.gradient(h, x, output_gradients=g)
+    _, _, (wx, wu, _, _) = expected(dict(case, b=None, h0=None, grad_hn=np.zeros_like(case["grad_hn"])), {})
+    assert scaled_error(gx.numpy(), wx) <= tolerance(np.float64, 5)
+    assert scaled_error(gu.numpy(), wu) <= tolerance(np.float64, 8)
+
+
 @settings(max_examples=15)
 @given(problems(max_steps=7, max_batch=3, max_hidden=5))
 def test_check_gradients(problem):
