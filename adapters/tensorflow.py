@@ -206,13 +206,19 @@ def _gpu_empty(shape, like):
         return tf.raw_ops.Empty(shape=tf.constant(shape, tf.int32), dtype=like.dtype, init=False)
 
 
-def _launch_on_gpu(device_index, launch):
-    """Run ``launch()`` (which queues CUDA kernels) on GPU ``device_index`` between the two synchronisations: TF's
-    devices first, our kernels after, so TF never reads an output before the kernels wrote it."""
+def _cuda_ordinal(t) -> int:
+    """The CUDA device number of GPU tensor ``t``'s memory, as DLPack reports it (TF's own GPU index may differ,
+    e.g. after ``tf.config.set_visible_devices``)."""
+    return _dlpack_memory(t)[3]
+
+
+def _launch_on_gpu(like, launch):
+    """Run ``launch()`` (which queues CUDA kernels) on the GPU holding ``like`` between the two synchronisations:
+    TF's devices first, our kernels after, so TF never reads an output before the kernels wrote it."""
     from numba import cuda  # pip install indrnn-core[cuda]
 
     _sync_tf()
-    with cuda.gpus[device_index]:
+    with cuda.gpus[_cuda_ordinal(like)]:
         launch()
         cuda.synchronize()
 
@@ -223,7 +229,7 @@ def _forward_gpu(x, u, b, h0, lengths, options):
     views = [None if t is None else _gpu_view(t, n, True) for t, n in zip((x, u, b, h0), ("x", "u", "b", "h0"))]
     h_view, hn_view = _gpu_view(h, "h", False), _gpu_view(hn, "h_n", False)
     host_lengths = _host_lengths(lengths)
-    _launch_on_gpu(_device_kind(x)[1], lambda: _core.forward(
+    _launch_on_gpu(x, lambda: _core.forward(
         *views, lengths=host_lengths, out=h_view, final_state_out=hn_view, **options))
     return h, hn
 
@@ -237,7 +243,7 @@ def _backward_gpu(grad_h, h, u, h0, lengths, grad_hn, options):
     outs = tuple(_gpu_view(g, n, False) for g, n in zip(grads, ("gx", "gu", "gb", "gh0")))
     ws = _gpu_view(workspace, "workspace", False)
     host_lengths = _host_lengths(lengths)
-    _launch_on_gpu(_device_kind(h)[1], lambda: _core.backward(
+    _launch_on_gpu(h, lambda: _core.backward(
         ins[0], ins[1], ins[2], ins[3], grad_hn=ins[4], lengths=host_lengths, out=outs, workspace=ws, **options))
     return tuple(grads)
 
@@ -291,7 +297,7 @@ def _op(has_b: bool, has_h0: bool, has_lengths: bool, activation: str, batch_fir
         return x, u, b, h0, lengths
 
     @tf.autograph.experimental.do_not_convert
-    def forward_eager(*tensors):  # the py_function body (and eager calls)
+    def forward_eager(*tensors):  # the py_function body
         x, u, b, h0, lengths = unpack(tensors)
         _validate.check_signature(x, u, b, h0, _host_lengths(lengths), **options)  # shapes unknown when traced
         return _forward_tensors(x, u, b, h0, lengths, options)
