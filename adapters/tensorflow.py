@@ -9,9 +9,9 @@ How a call reaches the kernels (measured facts behind each choice: ``../shared/A
   outputs are NumPy buffers the kernels fill (``out=``), 64-byte aligned, handed to TF by DLPack without a copy.
   TF aborts the process (``Check failed: IsAligned()``) at the next op on an adopted buffer that is not 64-byte
   aligned, so every output comes from :func:`_aligned_empty` (large ones from ``indrnn_core.host_cache``).
-* **tf.function**: the same bodies run in a ``tf.py_function`` (``GRAPH_CALLBACK``); outputs get every static
-  shape known at trace time. ``tf.numpy_function`` is the alternative the benchmark measures beside it; it is
-  CPU-only, ``py_function`` also keeps GPU tensors on the GPU.
+* **tf.function**: the same bodies run in a graph callback (``GRAPH_CALLBACK``): ``tf.numpy_function`` where TF
+  has no GPU (measured cheaper per call than ``tf.py_function``), ``tf.py_function`` where it has one (it keeps
+  GPU tensors on the GPU; ``numpy_function`` is CPU-only). Outputs get every static shape known at trace time.
 * **XLA** (``tf.function(jit_compile=True)``, Keras' ``jit_compile``): XLA cannot compile a Python callback; the
   call raises :class:`XlaUnsupportedError` while tracing, saying to compile without XLA.
 * **GPU**: a GPU tensor's memory is read by DLPack (``tf.experimental.dlpack.to_dlpack``) into the core's
@@ -63,9 +63,11 @@ except ImportError:  # pragma: no cover - then every backward is guarded (correc
 __all__ = ["indrnn", "indrnn_with_state", "XlaUnsupportedError", "ALIGNMENT"]
 
 ALIGNMENT = 64  # bytes: TF's CPU allocator alignment, which it checks on adopted buffers (and aborts on)
-# The graph-mode callback: "py_function" (GPU-capable; at T=784, B=64, H=128 fwd+grad it ran faster than
-# "numpy_function": benchmarks/tf_bench.py prints both) or "numpy_function" (CPU only).
-GRAPH_CALLBACK = "py_function"
+# The graph-mode callback, read when a tf.function is traced: "numpy_function" (CPU only; measured the cheaper:
+# fwd+grad 9% less time at T=784, B=64, H=128 and 30% less at T=100 than "py_function", whose EagerPyFunc costs
+# more per call), "py_function" (keeps GPU tensors on the GPU), or "auto": numpy_function where TF has no GPU,
+# py_function where it has one. benchmarks/tf_bench.py times both.
+GRAPH_CALLBACK = "auto"
 
 
 class XlaUnsupportedError(ValueError):
@@ -251,15 +253,26 @@ def _backward_gpu(grad_h, h, u, h0, lengths, grad_hn, options):
 # ----------------------------------------------------------------------------------------------------------------
 # 3. The op: tf.custom_gradient, eager or through a graph callback
 # ----------------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _tf_has_gpu() -> bool:
+    return bool(tf.config.list_logical_devices("GPU"))  # fixed once TF has initialised its devices
+
+
+def _graph_callback() -> str:
+    if GRAPH_CALLBACK == "auto":
+        return "py_function" if _tf_has_gpu() else "numpy_function"
+    if GRAPH_CALLBACK not in ("py_function", "numpy_function"):
+        raise ValueError(f"GRAPH_CALLBACK must be 'auto', 'py_function' or 'numpy_function', got {GRAPH_CALLBACK!r}")
+    return GRAPH_CALLBACK
+
+
 def _callback(fn_eager, fn_numpy, inputs, dtypes):
     """Call the kernels from a graph: ``tf.py_function`` (``fn_eager`` gets EagerTensors) or
     ``tf.numpy_function`` (``fn_numpy`` gets NumPy arrays, which arrive writable: never write them)."""
-    if GRAPH_CALLBACK == "numpy_function":
+    if _graph_callback() == "numpy_function":
         outputs = tf.numpy_function(fn_numpy, inputs, Tout=dtypes, stateful=False)
-    elif GRAPH_CALLBACK == "py_function":
-        outputs = tf.py_function(fn_eager, inputs, Tout=dtypes)
     else:
-        raise ValueError(f"GRAPH_CALLBACK must be 'py_function' or 'numpy_function', got {GRAPH_CALLBACK!r}")
+        outputs = tf.py_function(fn_eager, inputs, Tout=dtypes)
     # The op's gradient is the custom one: TF must never differentiate the callback itself (py_function has a
     # gradient of its own, which a tape outside the tf.function would otherwise reach and fail in).
     return [tf.stop_gradient(t) for t in outputs]

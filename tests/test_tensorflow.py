@@ -284,6 +284,23 @@ def test_static_shapes_in_a_tf_function():
     assert seen == {"h": [None, 3, 5], "hn": [3, 5], "gx": [None, 3, 5], "gu": [5]}
 
 
+@pytest.mark.parametrize("setting,op_type", [("auto", "PyFuncStateless"), ("numpy_function", "PyFuncStateless"),
+                                             ("py_function", "EagerPyFunc")])
+def test_graph_callback_choice(setting, op_type, graph_callback):
+    """"auto" takes numpy_function where TF has no GPU (here), py_function where it has one."""
+    graph_callback(setting)
+    u = tf.constant(np.full(2, 0.5, np.float32))
+    f = tf.function(lambda x: indrnn(x, u))
+    ops = {op.type for op in f.get_concrete_function(tf.TensorSpec([3, 1, 2])).graph.get_operations()}
+    assert op_type in ops and ({"PyFuncStateless", "EagerPyFunc"} - {op_type}).isdisjoint(ops)
+
+
+def test_unknown_graph_callback_setting(graph_callback):
+    graph_callback("pure_callback")
+    with pytest.raises(ValueError, match="GRAPH_CALLBACK must be"):
+        tf.function(lambda x: indrnn(x, tf.ones(2)))(tf.ones((3, 1, 2)))
+
+
 def test_unknown_rank_runs():
     u = tf.constant(np.full(2, 0.5, np.float32))
     f = tf.function(lambda x: indrnn(x, u), input_signature=[tf.TensorSpec(None, tf.float32)])
@@ -479,7 +496,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from indrnn_core.adapters import tensorflow as itf
     from indrnn_core.adapters.tensorflow import indrnn_with_state
+    itf.GRAPH_CALLBACK = sys.argv[1]
 
     rng = np.random.default_rng(13)
     T, B, D, H = 6, 4, 3, 5
@@ -523,10 +542,11 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_mirrored_strategy_matches_one_device():
+@pytest.mark.parametrize("callback", ["numpy_function", "py_function"])
+def test_mirrored_strategy_matches_one_device(callback):
     """A training step under MirroredStrategy over two logical CPUs gives one device's loss and gradients."""
-    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parent)
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, callback], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parent)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["replicas"] == 2 and len(out["devices"]) == 2 and out["replica_batches"] == [2, 2]
