@@ -361,6 +361,12 @@ def test_dlpack_memory_of_a_cpu_tensor():
         itf._gpu_view(t, "x", True)
 
 
+def test_gpu_empty_allocates_on_the_tensors_device():
+    like = tf.ones((2,), tf.float64)
+    t = itf._gpu_empty((3, 0, 2), like)
+    assert t.shape == (3, 0, 2) and t.dtype == tf.float64 and t.device == like.device
+
+
 # ---- XLA --------------------------------------------------------------------------------------------------------
 def test_jit_compile_is_refused_at_trace_time():
     u = tf.constant(np.full(2, 0.5, np.float32))
@@ -475,7 +481,11 @@ def test_gpu_path_in_the_simulator(mode, monkeypatch, graph_callback):
         arr = np.frombuffer((ctype * n).from_address(ptr), dtype).reshape(shape)
         return FakeCUDAArray(arr)
 
+    def nan_filled_gpu_empty(shape, like):  # TF's Empty leaves memory as it was: NaN shows a missed write
+        return tf.fill(shape, tf.constant(np.nan, like.dtype))
+
     real_sync = cuda.synchronize
+    monkeypatch.setattr(itf, "_gpu_empty", nan_filled_gpu_empty)
     monkeypatch.setattr(itf, "_device_kind", lambda t: ("GPU", 0))
     monkeypatch.setattr(itf, "_gpu_view", host_backed_view)
     monkeypatch.setattr(itf, "_sync_tf", lambda: events.append("sync tf"))
