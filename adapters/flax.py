@@ -113,11 +113,10 @@ class IndRNN(nnx.Module):
         check_size("in_features", in_features)
         check_size("hidden_features", hidden_features)
         check_bool("use_bias", use_bias)
-        extra = {} if recurrent_min_abs is None else {"recurrent_min_abs": recurrent_min_abs}
         self.spec = spec = StackSpec.check(
             in_features, hidden_features, num_layers, bias=use_bias, bidirectional=bidirectional,
             activation=activation, dropout=dropout, recurrent_init=recurrent_init, recurrent_bound=recurrent_bound,
-            **extra)
+            recurrent_min_abs=recurrent_min_abs)
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
         self.in_features, self.hidden_features, self.num_layers = (spec.input_size, spec.hidden_size,
@@ -125,7 +124,7 @@ class IndRNN(nnx.Module):
         self.activation, self.bidirectional, self.use_bias = spec.activation, spec.bidirectional, spec.bias
         self.time_major = check_bool("time_major", time_major)
         self.recurrent_bound = spec.recurrent_bound
-        self.recurrent_min_abs = getattr(spec, "recurrent_min_abs", None)
+        self.recurrent_min_abs = spec.recurrent_min_abs
         self.dtype, self.param_dtype = dtype, param_dtype
         if kernel_init is None:
             kernel_init = _uniform(-spec.input_weight_bound, spec.input_weight_bound)

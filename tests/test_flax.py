@@ -390,15 +390,16 @@ def test_bad_constructor_arguments_raise_the_core_errors(kwargs, error, match):
         IndRNN(**args)
 
 
-def test_recurrent_min_abs_is_checked_against_the_bound():
-    if "recurrent_min_abs" not in IndRNN.__init__.__code__.co_varnames:  # pragma: no cover
-        pytest.skip("no recurrent_min_abs")
-    from indrnn_core.layers import StackSpec
-
-    if "recurrent_min_abs" not in StackSpec.check.__code__.co_varnames:
-        pytest.skip("this core's StackSpec has no recurrent_min_abs yet")
+def test_recurrent_min_abs_is_checked_against_the_bound_and_applied_by_clipping():
     with pytest.raises(ValueError, match="exceeds the maximum"):
         IndRNN(2, 3, recurrent_bound=0.5, recurrent_min_abs=0.6, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="recurrent_min_abs must be None or a float >= 0"):
+        IndRNN(2, 3, recurrent_min_abs=-0.1, rngs=nnx.Rngs(0))
+    model = IndRNN(2, 4, recurrent_bound=0.5, recurrent_min_abs=0.1, rngs=nnx.Rngs(0))
+    assert (model.recurrent_bound, model.recurrent_min_abs) == (0.5, 0.1)
+    set_u(model, [-0.7, -0.01, 0.0, 0.3])
+    clip_recurrent_weights(model)
+    np.testing.assert_array_equal(model.runs[0].recurrent_kernel[...], np.float32([-0.5, -0.1, 0.1, 0.3]))
 
 
 @pytest.mark.parametrize("call, match", [
