@@ -280,10 +280,10 @@ def test_matches_the_torch_layer_with_the_same_weights():
     model, x, h0, lengths = build(CASES[1])
     ref = TorchIndRNN(4, 7, num_layers=2, bidirectional=True, batch_first=True)
     with torch.no_grad():
-        for (w_ih, w_hh, b), run in zip(ref._layer_names, model.runs):
-            getattr(ref, w_ih).copy_(torch.from_numpy(np.asarray(run.kernel[...]).T.copy()))
-            getattr(ref, w_hh).copy_(torch.from_numpy(np.array(run.recurrent_kernel[...])))
-            getattr(ref, b).copy_(torch.from_numpy(np.array(run.bias[...])))
+        for (w_ih, w_hh, b), run in zip(ref.all_weights, model.runs):  # both in h_n's (layer, direction) order
+            w_ih.copy_(torch.from_numpy(np.asarray(run.kernel[...]).T.copy()))
+            w_hh.copy_(torch.from_numpy(np.array(run.recurrent_kernel[...])))
+            b.copy_(torch.from_numpy(np.array(run.bias[...])))
         want_out, want_hn = ref(torch.from_numpy(np.array(x)), torch.from_numpy(np.array(h0)),
                                 lengths=torch.from_numpy(lengths.astype(np.int64)))
     out, h_n = model(x, h0, lengths=lengths)
