@@ -358,3 +358,19 @@ def test_readme_example_runs_and_its_gradients_agree():
     np.testing.assert_allclose(per_example.mean(0), grads[0], rtol=1e-4, atol=1e-6)
     for g, s in zip(grads, scope["sharded"](w, u, b, xs, lengths)):
         np.testing.assert_allclose(s, g, rtol=1e-5, atol=1e-7)
+
+
+def test_readme_flax_example_runs_as_written():
+    import pathlib
+    import re
+
+    pytest.importorskip("flax")
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Flax (`indrnn_core.adapters.flax`)"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope = {}
+    exec(compile(code, "README.md (Flax example)", "exec"), scope)
+    assert scope["out"].shape == (50, 500, 128) and scope["h_n"].shape == (2, 50, 128)
+    assert np.isfinite(float(scope["loss"]))
+    for run in scope["rnn"].runs:  # clipped after the update
+        assert float(jnp.max(jnp.abs(run.recurrent_kernel[...]))) <= scope["bound"]
