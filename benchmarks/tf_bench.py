@@ -16,8 +16,8 @@ Rows per config (``x``: ``[T, B, H]`` float32 by default; ``mode="fwdbwd"``: for
 / this row's time. ``mode="call_T1"``: per call at T=1 (same B, H), eager and in a tf.function, fwd+grad, with the
 kernels' own per-call time and, as TF's floor, a ``tf.custom_gradient`` function that computes nothing.
 
-The implementations alternate within each round (one call of each, in turn), so load from other processes on a
-shared machine hits all of them alike; median of ``--repeats`` (>= 15) rounds after two warm-up calls each.
+The implementations alternate within each round (one call of each, in turn, each round starting one later), so
+load from other processes on a shared machine hits all of them alike; median of ``--repeats`` (>= 15) rounds after two warm-up calls each.
 Nothing is timed before every implementation passes the correctness gate against ``indrnn_core.reference``.
 
     python -m benchmarks.tf_bench                     # mnist: T=784, B=64, H=128 float32
@@ -166,8 +166,8 @@ def gate(dtype: str) -> list[dict]:
 
 
 def _interleaved(fns: dict, args: dict, repeats: int, calls: int = 1) -> dict:
-    """Time each of ``fns`` in turn within every round, ``repeats`` rounds after two warm-up calls each; returns
-    name -> samples (seconds per call)."""
+    """Time each of ``fns`` in turn within every round (in a rotating order), ``repeats`` rounds after two warm-up
+    calls each; returns name -> samples (seconds per call)."""
     for name, fn in fns.items():
         for _ in range(2):
             _finish(fn(*args[name]))
@@ -175,9 +175,12 @@ def _interleaved(fns: dict, args: dict, repeats: int, calls: int = 1) -> dict:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                a = args[name]
+        names = list(fns)
+        for r in range(repeats):
+            # Each round starts one later: whatever a call leaves behind (TF's pool threads spin for a while after
+            # an op) falls on every implementation in turn, not always on the one after tf.scan.
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                fn, a = fns[name], args[name]
                 t0 = time.perf_counter()
                 for _ in range(calls):
                     result = fn(*a)
