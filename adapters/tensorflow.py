@@ -19,8 +19,8 @@ How a call reaches the kernels (measured facts behind each choice: ``../shared/A
   CUDA kernels write them. TF exposes no CUDA stream, so the launch is fenced by explicit synchronisation: every
   device TF drives is synchronised first (TF's queued work made the inputs and may still read memory its
   allocator just handed out as outputs), and the kernels are waited for before TF sees the outputs. This path
-  was written without a GPU at hand: the tests run it on the CPU through Numba's CUDA simulator (see
-  ``tests/test_tensorflow.py``), not yet on a real GPU.
+  was written without a GPU at hand and has not run on one: the tests run its steps on the CPU, with CPU tensors
+  standing in for GPU ones and Numba's CUDA simulator running the CUDA kernels on their memory.
 
 Shapes: ``x``, ``h``: ``[T, B, H]`` (``[B, T, H]`` with ``batch_first=True``); ``u``, ``b``: ``[H]``; ``h0``,
 ``h_n``: ``[B, H]``; ``lengths``: ``[B]`` integers in ``[0, T]``.
@@ -82,9 +82,10 @@ class XlaUnsupportedError(ValueError):
 # 1. Memory: aligned host outputs, DLPack both ways, GPU buffers as DeviceViews
 # ----------------------------------------------------------------------------------------------------------------
 def _aligned_empty(shape, dtype) -> np.ndarray:
-    """An uninitialised C-contiguous array whose data start at a multiple of ``ALIGNMENT`` bytes: a slice of a
-    slightly larger byte block (``indrnn_core.host_cache`` serves the large ones, already faulted in), which it
-    keeps alive. NumPy's own large allocations were 16 mod 64 here."""
+    """An uninitialised C-contiguous array whose data start at a multiple of ``ALIGNMENT`` bytes: a view at an
+    offset into a slightly larger byte block (``indrnn_core.host_cache`` serves the large ones, already faulted
+    in), which it keeps alive. NumPy's own large allocations were 16 mod 64 here. TF adopts these without a copy,
+    in eager code and as a graph callback's results."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     raw = _core.host_cache.empty((nbytes + ALIGNMENT,), np.uint8)
@@ -464,7 +465,8 @@ def indrnn_with_state(x, u, b=None, h0=None, *, activation: str = "relu", batch_
     if _in_xla_context():
         raise XlaUnsupportedError(
             "indrnn cannot run under XLA (tf.function(jit_compile=True), or Keras' jit_compile): its kernels are "
-            "Numba code that TensorFlow calls through tf.py_function, which XLA cannot compile. Pass "
+            "Numba code that TensorFlow calls back into Python for (tf.numpy_function or tf.py_function), which "
+            "XLA cannot compile. Pass "
             "jit_compile=False (tf.function's default; Keras: model.compile(..., jit_compile=False)), or compile "
             "only the code around this call with XLA.")
     _check_static(x, u, b, h0, lengths, options)

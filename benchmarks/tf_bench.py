@@ -17,7 +17,8 @@ Rows per config (``x``: ``[T, B, H]`` float32 by default; ``mode="fwdbwd"``: for
 kernels' own per-call time and, as TF's floor, a ``tf.custom_gradient`` function that computes nothing.
 
 The implementations alternate within each round (one call of each, in turn, each round starting one later), so
-load from other processes on a shared machine hits all of them alike; median of ``--repeats`` (>= 15) rounds after two warm-up calls each.
+load from other processes on a shared machine hits all of them alike; median of ``--repeats`` (>= 15) rounds
+after two warm-up calls each.
 Nothing is timed before every implementation passes the correctness gate against ``indrnn_core.reference``.
 
     python -m benchmarks.tf_bench                     # mnist: T=784, B=64, H=128 float32

@@ -340,6 +340,25 @@ def test_eager_crossing_is_zero_copy_and_aligned(monkeypatch):
     tf.reduce_sum(h + 1).numpy()  # TF computes on the adopted buffers (an unaligned one would abort here)
 
 
+@pytest.mark.parametrize("callback", ["numpy_function", "py_function"])
+def test_graph_outputs_are_the_kernels_buffers(callback, graph_callback, monkeypatch):
+    """In a tf.function too, TF adopts the aligned buffers the kernels filled (an unaligned one it would copy)."""
+    graph_callback(callback)
+    made = []
+    nan_filled = itf._aligned_empty  # the autouse fixture's
+
+    def spy(shape, dtype):
+        a = nan_filled(shape, dtype)
+        made.append(a.__array_interface__["data"][0])
+        return a
+
+    monkeypatch.setattr(itf, "_aligned_empty", spy)
+    case = make_case(seed=16, T=5, B=2, H=3, dtype=np.float32)
+    h, hn = tf.function(indrnn_with_state)(tf.constant(case["x"]), tf.constant(case["u"]))
+    assert np.from_dlpack(h).__array_interface__["data"][0] in made
+    assert np.from_dlpack(hn).__array_interface__["data"][0] in made
+
+
 @pytest.mark.parametrize("shape,dtype", [((0,), np.float32), ((3, 5, 7), np.float32), ((13,), np.float64),
                                          ((300, 64, 128), np.float32), ((1001, 3), np.float64)])
 def test_aligned_empty(shape, dtype):
