@@ -78,36 +78,44 @@ def _core_array(buf):
     return DeviceView.contiguous(cai["data"][0], cai["shape"], np.dtype(cai["typestr"]), buf)
 
 
-def _host_lengths(lengths):
-    """Traced lengths reach a callback as a device or host buffer; the kernels take them on the host."""
+def _host_lengths(lengths, stream, given):
+    """The kernels take lengths on the host. None when the caller gave none (all T: nothing to copy); a GPU buffer
+    is copied once XLA's stream has produced it (a synchronisation, paid only where lengths are given)."""
+    if not given:
+        return None
     arr = _core_array(lengths)
     if not isinstance(arr, np.ndarray):
+        from numba import cuda
+
         from indrnn_core import cuda as _cuda
 
+        if stream:
+            cuda.external_stream(stream).synchronize()
         arr = _cuda.copy_to_host(arr)
     return arr
 
 
-def _run_forward(stream, outs, x, u, b, h0, lengths, activation, batch_first, reverse):
+def _run_forward(stream, outs, x, u, b, h0, lengths, activation, batch_first, reverse, lengths_given=True):
     """Fill ``outs`` = (h, h_n) with the kernels (the callbacks' body: GPU buffer_callback and CPU fallback)."""
     h, hn = (_core_array(o) for o in outs)
     _core.forward(_core_array(x), _core_array(u), _core_array(b), _core_array(h0), activation=activation,
-                  batch_first=batch_first, lengths=_host_lengths(lengths), reverse=reverse, out=h,
+                  batch_first=batch_first, lengths=_host_lengths(lengths, stream, lengths_given), reverse=reverse, out=h,
                   final_state_out=hn, stream=stream)
 
 
-def _run_backward(stream, outs, grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse, groups):
+def _run_backward(stream, outs, grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse, groups,
+                  lengths_given=True):
     """Fill ``outs`` = (gx, gu [groups, H], gb [groups, H], gh0): one core call per group of sequences."""
     gx, gu, gb, gh0 = (_core_array(o) for o in outs)
     grad_h, h, u, h0, grad_hn = (_core_array(a) for a in (grad_h, h, u, h0, grad_hn))
-    lengths = _host_lengths(lengths)
-    per = lengths.shape[0] // groups
+    lengths = _host_lengths(lengths, stream, lengths_given)
+    per = grad_hn.shape[0] // groups
     for g in range(groups):
         rows = slice(g * per, (g + 1) * per)
         seq = (rows,) if batch_first else (slice(None), rows)
         part = [_slice(a, seq) for a in (grad_h, h, gx)]
         _core.backward(part[0], part[1], u, _slice(h0, (rows,)), activation=activation, batch_first=batch_first,
-                       lengths=lengths[rows], reverse=reverse, grad_hn=_slice(grad_hn, (rows,)),
+                       lengths=None if lengths is None else lengths[rows], reverse=reverse, grad_hn=_slice(grad_hn, (rows,)),
                        out=(part[2], _slice(gu, (g,)), _slice(gb, (g,)), _slice(gh0, (rows,))), stream=stream)
 
 
@@ -167,7 +175,7 @@ def _threads(shape, batch_first):
     return np.int32(_ffi.threads_for(int(np.prod(shape)), shape[0] if batch_first else shape[1]))
 
 
-def _forward_cpu(x, u, b, h0, lengths, *, activation, batch_first, reverse):
+def _forward_cpu(x, u, b, h0, lengths, *, activation, batch_first, reverse, lengths_given):
     types = _result_types(x.shape, x.dtype, batch_first, x)
     if not _use_ffi():
         return jax.pure_callback(
@@ -178,7 +186,7 @@ def _forward_cpu(x, u, b, h0, lengths, *, activation, batch_first, reverse):
                 reverse=reverse, threads=_threads(x.shape, batch_first))
 
 
-def _backward_cpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first, reverse, groups):
+def _backward_cpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first, reverse, groups, lengths_given):
     types = _gradient_types(h.shape, h.dtype, batch_first, groups, h)
     if not _use_ffi():
         return jax.pure_callback(
@@ -199,21 +207,21 @@ def _pure(run, types, args, *options):
     return tuple(outs)
 
 
-def _forward_gpu(x, u, b, h0, lengths, *, activation, batch_first, reverse):
+def _forward_gpu(x, u, b, h0, lengths, *, activation, batch_first, reverse, lengths_given):
     from jax.experimental.buffer_callback import buffer_callback
 
     def callback(ctx, outs, *args):
-        _run_forward(ctx.stream, outs, *args, activation, batch_first, reverse)
+        _run_forward(ctx.stream, outs, *args, activation, batch_first, reverse, lengths_given)
 
     outs = buffer_callback(callback, _result_types(x.shape, x.dtype, batch_first))(x, u, b, h0, lengths)
     return _vary_like((x, *outs))[1:]  # (buffer_callback's results carry no shard_map axes)
 
 
-def _backward_gpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first, reverse, groups):
+def _backward_gpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first, reverse, groups, lengths_given):
     from jax.experimental.buffer_callback import buffer_callback
 
     def callback(ctx, outs, *args):
-        _run_backward(ctx.stream, outs, *args, activation, batch_first, reverse, groups)
+        _run_backward(ctx.stream, outs, *args, activation, batch_first, reverse, groups, lengths_given)
 
     types = _gradient_types(h.shape, h.dtype, batch_first, groups)
     outs = buffer_callback(callback, types)(grad_h, h, u, h0, lengths, grad_hn)
@@ -259,9 +267,10 @@ def _sliced(call, size, in_batched, args):
 
 
 @functools.lru_cache(maxsize=None)
-def _forward_primitive(activation, batch_first, reverse):
-    """(x, u, b, h0, lengths) -> (h, h_n), with the vmap rule."""
-    options = dict(activation=activation, batch_first=batch_first, reverse=reverse)
+def _forward_primitive(activation, batch_first, reverse, lengths_given):
+    """(x, u, b, h0, lengths) -> (h, h_n), with the vmap rule. ``lengths_given``: False when ``lengths`` is all T
+    because the caller gave none (the GPU path then copies nothing to the host)."""
+    options = dict(activation=activation, batch_first=batch_first, reverse=reverse, lengths_given=lengths_given)
 
     @custom_vmap
     def forward(x, u, b, h0, lengths):
@@ -280,10 +289,11 @@ def _forward_primitive(activation, batch_first, reverse):
 
 
 @functools.lru_cache(maxsize=None)
-def _backward_primitive(activation, batch_first, reverse, groups):
+def _backward_primitive(activation, batch_first, reverse, groups, lengths_given):
     """(grad_h, h, u, h0, lengths, grad_hn) -> (gx, gu [groups, H], gb [groups, H], gh0), with the vmap rule:
     folding V slices into the batch multiplies the groups, so gu/gb stay one row per slice."""
-    options = dict(activation=activation, batch_first=batch_first, reverse=reverse, groups=groups)
+    options = dict(activation=activation, batch_first=batch_first, reverse=reverse, groups=groups,
+                   lengths_given=lengths_given)
 
     @custom_vmap
     def backward(grad_h, h, u, h0, lengths, grad_hn):
@@ -294,7 +304,7 @@ def _backward_primitive(activation, batch_first, reverse, groups):
         args = (grad_h, h, u, h0, lengths, grad_hn)
         if in_batched[2]:
             return _sliced(backward, size, in_batched, args), (True,) * 4
-        folded = _backward_primitive(activation, batch_first, reverse, groups * size)
+        folded = _backward_primitive(activation, batch_first, reverse, groups * size, lengths_given)
         seq = (True, True, False, False, False, False)
         gx, gu, gb, gh0 = folded(*[a if i == 2 else _to_batch(a, bt, size, batch_first, s)
                                    for i, (a, bt, s) in enumerate(zip(args, in_batched, seq))])
@@ -308,20 +318,21 @@ def _backward_primitive(activation, batch_first, reverse, groups):
 # ----------------------------------------------------------------------------------------------------------------
 # 3. The differentiable op and the public functions
 # ----------------------------------------------------------------------------------------------------------------
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _recurrence(x, u, b, h0, lengths, activation, batch_first, reverse):
-    return _forward_primitive(activation, batch_first, reverse)(x, u, b, h0, lengths)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def _recurrence(x, u, b, h0, lengths, activation, batch_first, reverse, lengths_given):
+    return _forward_primitive(activation, batch_first, reverse, lengths_given)(x, u, b, h0, lengths)
 
 
-def _recurrence_fwd(x, u, b, h0, lengths, activation, batch_first, reverse):
-    h, hn = _forward_primitive(activation, batch_first, reverse)(x, u, b, h0, lengths)
+def _recurrence_fwd(x, u, b, h0, lengths, activation, batch_first, reverse, lengths_given):
+    h, hn = _forward_primitive(activation, batch_first, reverse, lengths_given)(x, u, b, h0, lengths)
     return (h, hn), (h, u, h0, lengths)  # the output, never x: derivatives come from h
 
 
-def _recurrence_bwd(activation, batch_first, reverse, residuals, cotangents):
+def _recurrence_bwd(activation, batch_first, reverse, lengths_given, residuals, cotangents):
     h, u, h0, lengths = residuals
     grad_h, grad_hn = cotangents
-    gx, gu, gb, gh0 = _backward_primitive(activation, batch_first, reverse, 1)(grad_h, h, u, h0, lengths, grad_hn)
+    gx, gu, gb, gh0 = _backward_primitive(activation, batch_first, reverse, 1, lengths_given)(
+        grad_h, h, u, h0, lengths, grad_hn)
     # (b's type is u's: both [H], given or zeros made alongside)
     return gx, _cotangent_like(gu[0], u), _cotangent_like(gb[0], u), _cotangent_like(gh0, h0), None
 
@@ -351,12 +362,13 @@ def _prepare(x, u, b, h0, lengths, activation, batch_first, reverse):
             lengths = np.asarray(lengths, dtype=np.int64).reshape(len(lengths))
     T, B, H, dtype = _validate.check_signature(x, u, b, h0, lengths, activation=activation,
                                                batch_first=batch_first, reverse=reverse)
+    lengths_given = lengths is not None
     if lengths is None:
         lengths = np.full(B, T, np.int32)
     lengths = jnp.asarray(lengths).astype(jnp.int32)  # (T < 2**31: an XLA dimension)
     b = jnp.zeros(H, dtype) if b is None else b
     h0 = jnp.zeros((B, H), dtype) if h0 is None else h0
-    return x, u, b, h0, lengths, bool(batch_first), bool(reverse)
+    return x, u, b, h0, lengths, activation, bool(batch_first), bool(reverse), lengths_given
 
 
 def indrnn_with_state(x, u, b=None, h0=None, *, activation: str = "relu", batch_first: bool = False, lengths=None,
@@ -377,8 +389,7 @@ def indrnn_with_state(x, u, b=None, h0=None, *, activation: str = "relu", batch_
         sequence's last valid step; step 0 with ``reverse``; ``h0`` for a length of 0). Differentiable in
         ``x``, ``u``, ``b`` and ``h0`` through both outputs.
     """
-    x, u, b, h0, lengths, batch_first, reverse = _prepare(x, u, b, h0, lengths, activation, batch_first, reverse)
-    return _recurrence(x, u, b, h0, lengths, activation, batch_first, reverse)
+    return _recurrence(*_prepare(x, u, b, h0, lengths, activation, batch_first, reverse))
 
 
 def indrnn(x, u, b=None, h0=None, *, activation: str = "relu", batch_first: bool = False, lengths=None,
