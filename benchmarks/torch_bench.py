@@ -166,7 +166,7 @@ def gate(dtype: str = "float32", device: str = "cpu") -> dict:
 def _measure(fns: dict, repeats: int, device: str, *, max_seconds: float, events: bool, calls: int = 1,
              warmup: int = 2) -> dict:
     """Time each of ``fns`` (name -> zero-argument callable), interleaved: sample i of every function is taken
-    back to back, so load from other processes (this machine is shared) hits all of them alike. A sample is
+    back to back (in an order rotating by one each round), so load from other processes (this machine is shared) hits all of them alike. A sample is
     ``calls`` calls; ``repeats`` samples after ``warmup`` (fewer, at least one, if they would take more than
     ``max_seconds`` in all). On CUDA a sample is timed with a ``torch.cuda.Event`` pair on the current stream when
     ``events``, else by wall clock ending with a synchronise. Returns name -> summary with the raw ``samples``."""
@@ -200,9 +200,12 @@ def _measure(fns: dict, repeats: int, device: str, *, max_seconds: float, events
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(n):
-            for name, fn in fns.items():
-                samples[name].append(sample(fn) / calls)
+        names = list(fns)
+        for r in range(n):
+            # Each round starts one later: what a call leaves behind (thread pools spinning after a parallel
+            # region, XLA's and TF's included) falls on every implementation in turn, not always on the next.
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                samples[name].append(sample(fns[name]) / calls)
     finally:
         if gc_was_enabled:
             gc.enable()
