@@ -474,6 +474,8 @@ def indrnn_with_state(x, u, b=None, h0=None, *, activation: str = "relu", batch_
         _check_devices({"x": x, "u": u, "b": b, "h0": h0})
     if lengths is not None and not isinstance(lengths, (tf.Tensor, tf.Variable)):
         lengths = tf.constant(np.asarray(lengths))
+    if tf.executing_eagerly() and not _tape_recording():  # inference: no tape to tell of a gradient
+        return _forward_tensors(x, u, b, h0, lengths, options)
     op = _op(b is not None, h0 is not None, lengths is not None, activation, options["batch_first"],
              options["reverse"])
     return op(*[t for t in (x, u, b, h0, lengths) if t is not None])

@@ -154,6 +154,16 @@ def test_matches_reference(case_id, mode, graph_callback):
     assert_matches(case, options, run_op(case, options, mode))
 
 
+def test_eager_inference_without_a_tape():
+    """Without a tape the op runs the kernels directly (no tf.custom_gradient): same values."""
+    case = make_case(seed=17, T=6, B=3, H=4, dtype=np.float64, lengths=[6, 0, 2])
+    h, hn = indrnn_with_state(*(tf.constant(case[n]) for n in ("x", "u", "b", "h0")), lengths=case["lengths"],
+                              activation="tanh", reverse=True)
+    want_h, want_hn, _ = expected(case, {"activation": "tanh", "reverse": True})
+    assert scaled_error(h.numpy(), want_h) <= tolerance(np.float64, 7)
+    assert scaled_error(hn.numpy(), want_hn) <= tolerance(np.float64, 7)
+
+
 @pytest.mark.parametrize("lengths_as", ["tensor", "list"])
 @pytest.mark.parametrize("mode", ["eager", "py_function"])
 def test_lengths_as_tensor_or_list(lengths_as, mode):
