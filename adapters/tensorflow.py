@@ -285,8 +285,9 @@ def _first_derivatives_only(backward):
     def guarded(*tensors):
         def refuse(*_):
             raise NotImplementedError(
-                "indrnn has first derivatives only: its gradient (computed by the kernels) cannot be differentiated "
-                "again (a GradientTape watching another tape's gradient of indrnn)")
+                "indrnn has first derivatives only, in reverse mode: its gradient (computed by the kernels) cannot "
+                "be differentiated again (a GradientTape watching another tape's gradient of indrnn, or forward "
+                "mode: tf.autodiff.ForwardAccumulator, which TF computes by differentiating the gradient)")
         return backward(*tensors), refuse
     return guarded
 
@@ -448,7 +449,8 @@ def indrnn_with_state(x, u, b=None, h0=None, *, activation: str = "relu", batch_
 
     Works in eager code and in ``tf.function`` (not with ``jit_compile=True``: :class:`XlaUnsupportedError`), on
     the CPU and on CUDA GPUs (with ``indrnn-core[cuda]``), and inside ``tf.distribute`` replicas. First
-    derivatives only: differentiating the gradient again raises ``NotImplementedError``.
+    derivatives only, in reverse mode: differentiating the gradient again, or forward mode
+    (``tf.autodiff.ForwardAccumulator``), raises ``NotImplementedError``.
 
     Example::
 

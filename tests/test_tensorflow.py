@@ -204,6 +204,13 @@ def test_second_derivatives_are_refused_not_silently_none(mode):
         (second if mode == "eager" else tf.function(second))(x, u)
 
 
+def test_forward_mode_is_refused():
+    x, u = tf.ones((3, 1, 2)), tf.fill([2], 0.5)
+    with pytest.raises(NotImplementedError, match="ForwardAccumulator"):
+        with tf.autodiff.ForwardAccumulator(u, tf.ones(2)) as acc:
+            acc.jvp(indrnn(x, u))
+
+
 def test_persistent_tape_first_derivatives():
     """A persistent tape stays active while it computes gradients: the guard is in place and changes nothing."""
     case = make_case(seed=15, T=4, B=2, H=3, dtype=np.float64)
