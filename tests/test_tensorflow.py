@@ -397,6 +397,22 @@ def test_dlpack_memory_of_a_cpu_tensor():
         itf._gpu_view(t, "x", True)
 
 
+@pytest.mark.parametrize("mode", ["eager", "py_function"])
+def test_on_a_real_gpu(mode, graph_callback):
+    """Runs where TF itself has a GPU (a CUDA build of TF and numba-cuda): skipped with tensorflow-cpu, which CI
+    installs. Devices are listed inside the test: listing them initialises TF's devices, after which no other test
+    module could configure logical devices at its import."""
+    if not tf.config.list_logical_devices("GPU"):
+        pytest.skip("TensorFlow sees no GPU here (tensorflow-cpu)")
+    graph_callback("auto" if mode == "eager" else mode)
+    case = make_case(seed=18, T=9, B=3, H=5, dtype=np.float32, lengths=[9, 0, 4])
+    with tf.device("/GPU:0"):
+        got = run_op(case, {"activation": "tanh", "reverse": True}, mode)
+        h = indrnn(tf.constant(case["x"]), tf.constant(case["u"]))
+    assert "GPU" in h.device
+    assert_matches(case, {"activation": "tanh", "reverse": True}, got)
+
+
 def test_gpu_empty_allocates_on_the_tensors_device():
     like = tf.ones((2,), tf.float64)
     t = itf._gpu_empty((3, 0, 2), like)
