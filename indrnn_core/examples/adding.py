@@ -55,6 +55,7 @@ class Framework:
 FRAMEWORKS: dict[str, Framework] = {
     "torch": Framework("torch", "indrnn_core.examples._adding_torch", _common.INSTALL_HINTS["torch"]),
     "jax": Framework("flax", "indrnn_core.examples._adding_jax", _common.INSTALL_HINTS["flax"]),
+    "keras": Framework("keras", "indrnn_core.examples._adding_keras", "pip install 'indrnn-core[keras]'"),
 }
 COMPARE_MODELS = ("lstm",)
 
