@@ -428,6 +428,9 @@ def _check_devices(named) -> None:
         raise ValueError(f"all arrays must be on one device, got {where}")
 
 
+# Not converted by AutoGraph (tf.function's source rewriter): nothing here needs it, and it would re-read this
+# file's source at trace time.
+@tf.autograph.experimental.do_not_convert
 def indrnn_with_state(x, u, b=None, h0=None, *, activation: str = "relu", batch_first: bool = False, lengths=None,
                       reverse: bool = False):
     """IndRNN recurrence ``h_t = act(x_t + u * h_{t-1} + b)`` over already projected input, and its final state.
@@ -483,6 +486,7 @@ def indrnn_with_state(x, u, b=None, h0=None, *, activation: str = "relu", batch_
     return op(*[t for t in (x, u, b, h0, lengths) if t is not None])
 
 
+@tf.autograph.experimental.do_not_convert
 def indrnn(x, u, b=None, h0=None, *, activation: str = "relu", batch_first: bool = False, lengths=None,
            reverse: bool = False):
     """Like :func:`indrnn_with_state`, returning only ``h`` (shaped like ``x``).
