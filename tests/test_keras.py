@@ -456,6 +456,25 @@ class Checks:
         assert result["parameters"] == (2 * 8 + 8 + 8) + (8 * 8 + 8 + 8) + 9, result
         assert np.isfinite(result["test_mse"]) and summary["config"]["framework"] == "keras"
 
+    def check_benchmark_worker(self):
+        # benchmarks/keras_bench.py's per-backend worker at a tiny size: gate, three models, one row each.
+        import contextlib
+        import io
+
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+        sys.path.insert(0, root)
+        try:
+            from benchmarks import keras_bench
+        finally:
+            sys.path.remove(root)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            keras_bench.main(["--worker", "--seq-len", "12", "--batch", "4", "--hidden", "8", "--repeats", "1"])
+        line = [x for x in out.getvalue().splitlines() if x.startswith(keras_bench.MARK)][-1]
+        rows = json.loads(line[len(keras_bench.MARK):])
+        assert [r["model"] for r in rows] == list(keras_bench.MODELS) and all(r["median_ms"] > 0 for r in rows)
+        assert rows[0]["parameters"] == 8 + 8 + 8 + 9 and rows[0]["backend"] == self.backend
+
     def check_bad_input(self):
         ik, keras = self.ik, self.keras
         cases = [
