@@ -4,6 +4,9 @@
     python -m benchmarks --config mnist --only core jax --json out.json
     python -m benchmarks --device cuda --config mnist wide # CUDA kernels, CUDA events, device copy floor
     python -m benchmarks --list                            # the named configs
+    python -m benchmarks --config single --only core --time-parallel on off --rounds 5
+                                                           # one long sequence: the time-parallel kernels vs the
+                                                           #   sequential ones, alternating, median of 5 rounds
     python -m benchmarks report                            # everything over the T sweep -> benchmarks/results/,
                                                            #   BENCHMARKS.md
     python -m benchmarks report --from a.json b.json       # rebuild the report from earlier runs (e.g. CPU + GPU)
@@ -63,10 +66,19 @@ def _speedups(rows: list[dict]) -> None:
 
 
 def targets(rows: list[dict]) -> list[dict]:
-    """Issue 2's two targets, measured at ``configs.TARGET_CONFIG`` float32 CPU (empty when that was not run)."""
+    """Issue 2's two targets, measured at ``configs.TARGET_CONFIG`` float32 CPU (empty when that was not run), and
+    issue 14's: each single-sequence config's fwd+bwd (automatic choice) within 3x of the floor on the CPU."""
     out = []
+    for r in rows:
+        if (r.get("suite") == "core" and r.get("config") in configs.GROUPS["single"] and r.get("mode") == "fwdbwd"
+                and r.get("device") == "cpu" and r.get("time_parallel", "auto") == "auto"):
+            out.append({"suite": "core", "name": "fwd+bwd time / memory floor", "config": r["config"],
+                        "dtype": r["dtype"], "device": "cpu", "measured": r["x_floor"], "unit": "x",
+                        "target": configs.SINGLE_TARGET_FLOOR_RATIO, "op": "<=",
+                        "passed": r["x_floor"] <= configs.SINGLE_TARGET_FLOOR_RATIO})
     sel = {(r["suite"], r["mode"]): r for r in rows
-           if r.get("config") == configs.TARGET_CONFIG and r.get("dtype") == "float32" and r.get("device") == "cpu"}
+           if r.get("config") == configs.TARGET_CONFIG and r.get("dtype") == "float32" and r.get("device") == "cpu"
+           and r.get("time_parallel", "auto") == "auto"}
     core = sel.get(("core", "fwdbwd"))
     if core is not None:
         out.append({"suite": "core", "name": "fwd+bwd time / memory floor", "config": configs.TARGET_CONFIG,
@@ -118,7 +130,7 @@ def _torch_gate(torch_bench, dtype: str, device: str) -> dict:
 
 def collect(shapes, *, dtype: str, device: str, repeats: int, only=SUITES, max_seconds: float | None = None,
             torch_repeats: int | None = None, torch_max_T: int | None = None, command: str = "",
-            log=print) -> dict:
+            log=print, time_parallel=("auto",), rounds: int = 1) -> dict:
     """Gate, time and summarise; returns the results document (what ``--json`` writes). A failed gate leaves
     ``status == "gate_failed"`` and no timings."""
     machine = core_bench.machine_info()
@@ -127,7 +139,8 @@ def collect(shapes, *, dtype: str, device: str, repeats: int, only=SUITES, max_s
     doc = {"schema": 1, "command": command, "machine": machine,
            "settings": {"configs": [s.to_dict() for s in shapes], "dtype": dtype, "device": device,
                         "repeats": repeats, "max_seconds": max_seconds, "suites": list(only),
-                        "activation": core_bench.ACTIVATION},
+                        "activation": core_bench.ACTIVATION, "time_parallel": list(time_parallel),
+                        "rounds": rounds},
            "status": "ok", "gates": [], "results": [], "targets": [], "skipped": [], "errors": []}
     log(header(machine))
 
@@ -156,7 +169,7 @@ def collect(shapes, *, dtype: str, device: str, repeats: int, only=SUITES, max_s
         log(f"skip  torch at {over}: above --torch-max-T {torch_max_T}")
 
     # Every gate before any timing: a wrong result has no speed.
-    gate_fns = {"core": core_bench.gate, "jax": jax_bench.gate,
+    gate_fns = {"core": lambda dt, dev: core_bench.gate(dt, dev, time_parallel), "jax": jax_bench.gate,
                 "torch": lambda dt, dev: _torch_gate(torch_bench, dt, dev)}
     for suite in suites:
         rec = gate_fns[suite](dtype, device)
@@ -167,7 +180,8 @@ def collect(shapes, *, dtype: str, device: str, repeats: int, only=SUITES, max_s
         return doc
 
     if "core" in suites:
-        doc["results"] += core_bench.run(shapes, dtype, device, repeats, max_seconds, log=log, gated=True)
+        doc["results"] += core_bench.run(shapes, dtype, device, repeats, max_seconds, log=log, gated=True,
+                                         time_parallel=time_parallel, rounds=rounds)
         if device == "cpu":
             import numba
 
@@ -221,8 +235,9 @@ def summary(doc: dict) -> str:
     for r in rows:
         if r["suite"] != "core":
             continue
-        s = (f"  {r['config']:>6} {r['mode']:<6} {r['median_ms']:9.3f} ms = {r['x_floor']:5.2f}x floor "
-             f"({r['floor_ms']:.3f} ms)")
+        tp = r.get("time_parallel", "auto")
+        s = (f"  {r['config']:>6} {r['mode']:<6}{'' if tp == 'auto' else f' tp={tp:<3}'} {r['median_ms']:9.3f} ms = "
+             f"{r['x_floor']:5.2f}x floor ({r['floor_ms']:.3f} ms)")
         j = jax_rows.get((r["config"], r["mode"]))
         if j is not None:
             s += f"   lax.scan {j['median_ms']:9.3f} ms -> {j['speedup']:5.2f}x"
@@ -247,6 +262,12 @@ def _common(p: argparse.ArgumentParser, repeats: int) -> None:
     p.add_argument("--torch-max-T", type=int, default=None, metavar="T",
                    help=f"run the torch suite only at configs with T <= this (default: {TORCH_MAX_T_CPU} on cpu, "
                         "all on cuda): its nn.LSTM training step takes minutes at T=10000 on a 2-core CPU")
+    p.add_argument("--time-parallel", nargs="+", choices=tuple(core_bench.TIME_PARALLEL), default=["auto"],
+                   metavar="MODE", help="core suite: the kernels' time_parallel= (auto: None, on: True, off: False); "
+                                        "several: each is gated and timed, alternating")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="core suite: measure every --time-parallel variant this many times, alternating; each "
+                        "figure is the median of the rounds' medians (for noisy, shared machines)")
     p.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES), metavar="SUITE",
                    help="suites to run: core (the kernels), jax (lax.scan peer), torch (benchmarks/torch_bench.py)")
 
@@ -299,7 +320,8 @@ def _report(argv) -> int:
         doc = collect(shapes, dtype=args.dtype, device=args.device, repeats=args.repeats, only=args.only,
                       max_seconds=args.max_seconds, torch_repeats=args.torch_repeats,
                       torch_max_T=_torch_max_T(args),
-                      command=_command(["report", *argv]))
+                      command=_command(["report", *argv]),
+                      time_parallel=tuple(dict.fromkeys(args.time_parallel)), rounds=args.rounds)
         args.out.mkdir(parents=True, exist_ok=True)
         report.write_json(doc, args.out / "results.json")
         if doc["status"] != "ok":
@@ -335,7 +357,8 @@ def main(argv=None) -> int:
         if problem:
             parser.error(problem)
     doc = collect(shapes, dtype=args.dtype, device=args.device, repeats=args.repeats, only=args.only,
-                  max_seconds=args.max_seconds, torch_max_T=_torch_max_T(args), command=_command(argv))
+                  max_seconds=args.max_seconds, torch_max_T=_torch_max_T(args), command=_command(argv),
+                  time_parallel=tuple(dict.fromkeys(args.time_parallel)), rounds=args.rounds)
     if args.json:
         from .report import write_json
 

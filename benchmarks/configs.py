@@ -38,6 +38,10 @@ CONFIGS: dict[str, Shape] = {
         Shape("long", 10_000, 16, 256, "long sequences (adding problem scale)"),
         # One thread per (b, h) column on CUDA: an H100 needs ~2.7e5 columns to fill its SMs; mnist has 8192.
         Shape("wide", 1_000, 256, 1024, "GPU-sized: enough (b, h) columns to fill an H100"),
+        # A single long sequence: too few columns to fill the cores, the time-parallel kernels' subject (issue 14).
+        Shape("seq1", 1_000_000, 1, 1, "one sequence, one unit: per-step overhead and one core"),
+        Shape("seq16", 1_000_000, 1, 16, "one sequence, 16 units"),
+        Shape("seq256", 100_000, 1, 256, "one sequence, 256 units"),
     )
 }
 
@@ -49,7 +53,11 @@ CONFIGS.update({s.name: s for s in SWEEP})
 GROUPS: dict[str, tuple[str, ...]] = {
     "sweep": tuple(s.name for s in SWEEP),
     "default": ("mnist", "long"),
+    "single": ("seq1", "seq16", "seq256"),
 }
+
+# Issue 14's CPU target: fwd+bwd of each single-sequence config within this factor of the memory floor.
+SINGLE_TARGET_FLOOR_RATIO = 3.0
 
 
 def resolve(names) -> list[Shape]:

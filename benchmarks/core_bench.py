@@ -44,6 +44,8 @@ GATE_SHAPE = Shape("gate", 29, 3, 21, "correctness gate")
 # Relative to max(1, |reference|): float32 keeps ~7 digits, and 29 steps of accumulation lose a few.
 GATE_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 ACTIVATION = "relu"
+# ``--time-parallel``: which kernels forward/backward run (``time_parallel=`` None, True, False).
+TIME_PARALLEL = {"auto": None, "on": True, "off": False}
 
 
 class GateError(RuntimeError):
@@ -289,9 +291,24 @@ def reference_outputs(inp: dict) -> dict:
     return {"h": h, "gx": gx, "gu": gu, "gb": gb, "gh0": gh0}
 
 
-def gate(dtype: str, device: str = "cpu") -> dict:
+def gate(dtype: str, device: str = "cpu", time_parallel=("auto",)) -> dict:
     """Run the kernels on a small instance into NaN-filled ``out=`` buffers and compare every output with the
-    reference. Returns the gate record; ``record["passed"]`` says whether timing may go ahead."""
+    reference, once per ``time_parallel`` variant (names of ``TIME_PARALLEL``; each output's worst error counts).
+    Returns the gate record; ``record["passed"]`` says whether timing may go ahead."""
+    records = [_gate_one(dtype, device, TIME_PARALLEL[v]) for v in time_parallel]
+    worst = max(records, key=lambda r: (not r["passed"], max(_finite_or_inf(e) for e in r["errors"].values())))
+    worst = dict(worst)
+    worst["errors"] = {k: max((r["errors"][k] for r in records), key=_finite_or_inf) for k in worst["errors"]}
+    worst["time_parallel"] = list(time_parallel)
+    worst["passed"] = all(r["passed"] for r in records)
+    return worst
+
+
+def _finite_or_inf(e):
+    return float("inf") if e is None or e != e else e
+
+
+def _gate_one(dtype: str, device: str, time_parallel) -> dict:
     import indrnn_core
 
     inp = make_inputs(GATE_SHAPE, dtype, seed=1234)
@@ -303,13 +320,14 @@ def gate(dtype: str, device: str = "cpu") -> dict:
             h = np.full((T, B, H), np.nan, dt)
             out = (np.full((T, B, H), np.nan, dt), np.full(H, np.nan, dt), np.full(H, np.nan, dt),
                    np.full((B, H), np.nan, dt))
-            indrnn_core.forward(inp["x"], inp["u"], inp["b"], inp["h0"], activation=ACTIVATION, out=h)
+            indrnn_core.forward(inp["x"], inp["u"], inp["b"], inp["h0"], activation=ACTIVATION, out=h,
+                                time_parallel=time_parallel)
             # backward gets the kernel's own h: the pair is what a training step runs.
             gx, gu, gb, gh0 = indrnn_core.backward(inp["grad_h"], h, inp["u"], inp["h0"], activation=ACTIVATION,
-                                                   out=out)
+                                                   out=out, time_parallel=time_parallel)
             got = {"h": h, "gx": gx, "gu": gu, "gb": gb, "gh0": gh0}
         else:
-            got = _gate_cuda(inp, dt)
+            got = _gate_cuda(inp, dt, time_parallel)
     except Exception as exc:  # a crash is a failed gate, reported like one
         rec = check_outputs("core", device, dtype, {k: np.full(1, np.nan) for k in want}, want)
         rec["exception"] = f"{type(exc).__name__}: {exc}"
@@ -317,7 +335,7 @@ def gate(dtype: str, device: str = "cpu") -> dict:
     return check_outputs("core", device, dtype, got, want)
 
 
-def _gate_cuda(inp: dict, dt) -> dict:
+def _gate_cuda(inp: dict, dt, time_parallel=None) -> dict:
     import indrnn_core
     from numba import cuda
 
@@ -327,8 +345,10 @@ def _gate_cuda(inp: dict, dt) -> dict:
     nan = lambda shape: cuda.to_device(np.full(shape, np.nan, dt), stream=stream)  # noqa: E731
     h = nan((T, B, H))
     out = (nan((T, B, H)), nan(H), nan(H), nan((B, H)))
-    indrnn_core.forward(d["x"], d["u"], d["b"], d["h0"], activation=ACTIVATION, out=h, stream=stream)
-    res = indrnn_core.backward(d["grad_h"], h, d["u"], d["h0"], activation=ACTIVATION, out=out, stream=stream)
+    indrnn_core.forward(d["x"], d["u"], d["b"], d["h0"], activation=ACTIVATION, out=h, stream=stream,
+                        time_parallel=time_parallel)
+    res = indrnn_core.backward(d["grad_h"], h, d["u"], d["h0"], activation=ACTIVATION, out=out, stream=stream,
+                               time_parallel=time_parallel)
     stream.synchronize()
     names = ("gx", "gu", "gb", "gh0")
     got = {"h": h.copy_to_host()}
@@ -363,12 +383,38 @@ def _rows(shape: Shape, dtype: str, device: str, times: dict, copy: dict, nbytes
     return rows
 
 
+def _alternating(fns: dict, repeats: int, rounds: int, max_seconds: float | None, measure_fn) -> dict:
+    """{variant: {mode: summary}}: ``rounds`` rounds, each measuring every variant's every mode in turn (so that
+    other load on the machine hits all variants alike); a variant's figure is the median over rounds of the
+    per-round medians (min and max over all calls)."""
+    runs = {v: {m: [] for m in modes} for v, modes in fns.items()}
+    for _ in range(max(1, rounds)):
+        for v, modes in fns.items():
+            for mode, fn in modes.items():
+                runs[v][mode].append(measure_fn(fn, repeats, max_seconds=max_seconds))
+    return {v: {m: _median_of(s) for m, s in modes.items()} for v, modes in runs.items()}
+
+
+def _median_of(summaries: list[dict]) -> dict:
+    if len(summaries) == 1:
+        return summaries[0]
+    return {"median_ms": statistics.median(s["median_ms"] for s in summaries),
+            "min_ms": min(s["min_ms"] for s in summaries), "max_ms": max(s["max_ms"] for s in summaries),
+            "repeats": sum(s["repeats"] for s in summaries), "rounds": len(summaries)}
+
+
+def _label(variant: str, device: str) -> str:
+    base = "indrnn_core (numba.njit)" if device == "cpu" else "indrnn_core (numba.cuda)"
+    return base if variant == "auto" else f"{base} time_parallel={TIME_PARALLEL[variant]}"
+
+
 def _best_copy(a: dict, b: dict) -> dict:
     """Of two copy measurements around the kernel timings, the faster: the floor is what the memory can do."""
     return a if a["median_ms"] <= b["median_ms"] else b
 
 
-def run_shape_cpu(shape: Shape, dtype: str, repeats: int, max_seconds: float | None = None) -> list[dict]:
+def run_shape_cpu(shape: Shape, dtype: str, repeats: int, max_seconds: float | None = None,
+                  time_parallel=("auto",), rounds: int = 1) -> list[dict]:
     import indrnn_core
 
     inp = make_inputs(shape, dtype)
@@ -377,15 +423,20 @@ def run_shape_cpu(shape: Shape, dtype: str, repeats: int, max_seconds: float | N
     out = (np.empty_like(x), np.empty_like(u), np.empty_like(u), np.empty_like(h0))
     src, dst = np.ones_like(x), np.empty_like(x)
 
-    def fwd():
-        indrnn_core.forward(x, u, b, h0, activation=ACTIVATION, out=h)
+    def modes(tp):
+        def fwd():
+            indrnn_core.forward(x, u, b, h0, activation=ACTIVATION, out=h, time_parallel=tp)
 
-    def bwd():
-        indrnn_core.backward(g, h, u, h0, activation=ACTIVATION, out=out)
+        def bwd():
+            indrnn_core.backward(g, h, u, h0, activation=ACTIVATION, out=out, time_parallel=tp)
 
-    def fwdbwd():
-        fwd()
-        bwd()
+        def fwdbwd():
+            fwd()
+            bwd()
+
+        return {"fwd": fwd, "bwd": bwd, "fwdbwd": fwdbwd}
+
+    fns = {v: modes(TIME_PARALLEL[v]) for v in time_parallel}
 
     def copy():
         np.copyto(dst, src)
@@ -393,23 +444,25 @@ def run_shape_cpu(shape: Shape, dtype: str, repeats: int, max_seconds: float | N
     def stream():  # read one array, write another with ordinary stores, as the kernels do
         np.add(src, 1, out=dst)
 
-    fwd()  # compile (cached kernels load) before the copy timing so both see a warm process
+    for v in fns.values():  # compile (cached kernels load) before the copy timing so both see a warm process
+        v["fwdbwd"]()
     copy_before = measure(copy, max(repeats, 10), max_seconds=max_seconds)
     stream_before = measure(stream, max(repeats, 10), max_seconds=max_seconds)
-    times = {"fwd": measure(fwd, repeats, max_seconds=max_seconds),
-             "bwd": measure(bwd, repeats, max_seconds=max_seconds),
-             "fwdbwd": measure(fwdbwd, repeats, max_seconds=max_seconds)}
+    times = _alternating(fns, repeats, rounds, max_seconds, measure)
     copy_after = measure(copy, max(repeats, 10), max_seconds=max_seconds)
     stream_after = measure(stream, max(repeats, 10), max_seconds=max_seconds)
-    rows = _rows(shape, dtype, "cpu", times, _best_copy(copy_before, copy_after), x.nbytes, "indrnn_core (numba.njit)",
-                 store=_best_copy(stream_before, stream_after))
     finite = bool(np.isfinite(h).all() and np.isfinite(out[0]).all())
-    for r in rows:
-        r["outputs_finite"] = finite
+    rows = []
+    for v in fns:
+        rows += _rows(shape, dtype, "cpu", times[v], _best_copy(copy_before, copy_after), x.nbytes,
+                      _label(v, "cpu"), store=_best_copy(stream_before, stream_after))
+        for r in rows[-3:]:
+            r["outputs_finite"], r["time_parallel"] = finite, v
     return rows
 
 
-def run_shape_cuda(shape: Shape, dtype: str, repeats: int, max_seconds: float | None = None) -> list[dict]:
+def run_shape_cuda(shape: Shape, dtype: str, repeats: int, max_seconds: float | None = None,
+                   time_parallel=("auto",), rounds: int = 1) -> list[dict]:
     import indrnn_core
     from numba import cuda
 
@@ -424,46 +477,53 @@ def run_shape_cuda(shape: Shape, dtype: str, repeats: int, max_seconds: float | 
     dst = cuda.device_array_like(src, stream=stream)
     stream.synchronize()
 
-    def fwd():
-        indrnn_core.forward(x, u, b, h0, activation=ACTIVATION, out=h, stream=stream)
+    def modes(tp):
+        def fwd():
+            indrnn_core.forward(x, u, b, h0, activation=ACTIVATION, out=h, stream=stream, time_parallel=tp)
 
-    def bwd():
-        indrnn_core.backward(g, h, u, h0, activation=ACTIVATION, out=out, stream=stream)
+        def bwd():
+            indrnn_core.backward(g, h, u, h0, activation=ACTIVATION, out=out, stream=stream, time_parallel=tp)
 
-    def fwdbwd():
-        fwd()
-        bwd()
+        def fwdbwd():
+            fwd()
+            bwd()
+
+        return {"fwd": fwd, "bwd": bwd, "fwdbwd": fwdbwd}
 
     def copy():
         dst.copy_to_device(src, stream=stream)  # device-to-device cuMemcpyAsync on the same stream
 
-    fwd()
+    fns = {v: modes(TIME_PARALLEL[v]) for v in time_parallel}
+    for v in fns.values():
+        v["fwdbwd"]()
     stream.synchronize()
     copy_before = measure_cuda(copy, stream, max(repeats, 10), max_seconds=max_seconds)
-    times = {"fwd": measure_cuda(fwd, stream, repeats, max_seconds=max_seconds),
-             "bwd": measure_cuda(bwd, stream, repeats, max_seconds=max_seconds),
-             "fwdbwd": measure_cuda(fwdbwd, stream, repeats, max_seconds=max_seconds)}
+    times = _alternating(fns, repeats, rounds, max_seconds,
+                         lambda fn, n, max_seconds: measure_cuda(fn, stream, n, max_seconds=max_seconds))
     copy_after = measure_cuda(copy, stream, max(repeats, 10), max_seconds=max_seconds)
-    rows = _rows(shape, dtype, "cuda", times, _best_copy(copy_before, copy_after), x.nbytes,
-                 "indrnn_core (numba.cuda)")
     finite = bool(np.isfinite(h.copy_to_host()).all() and np.isfinite(out[0].copy_to_host()).all())
-    for r in rows:
-        r["outputs_finite"] = finite
+    rows = []
+    for v in fns:
+        rows += _rows(shape, dtype, "cuda", times[v], _best_copy(copy_before, copy_after), x.nbytes,
+                      _label(v, "cuda"))
+        for r in rows[-3:]:
+            r["outputs_finite"], r["time_parallel"] = finite, v
     return rows
 
 
 def run(shapes: list[Shape], dtype: str, device: str, repeats: int, max_seconds: float | None = None,
-        log=print, gated: bool = False) -> list[dict]:
-    """Rows (fwd, bwd, fwdbwd) for every shape. Runs the correctness gate first unless the caller already did
-    (``gated=True``); raises ``GateError`` when the kernels disagree with the reference."""
+        log=print, gated: bool = False, time_parallel=("auto",), rounds: int = 1) -> list[dict]:
+    """Rows (fwd, bwd, fwdbwd) for every shape and ``time_parallel`` variant (names of ``TIME_PARALLEL``), the
+    variants measured in ``rounds`` alternating rounds. Runs the correctness gate first unless the caller already
+    did (``gated=True``); raises ``GateError`` when the kernels disagree with the reference."""
     if not gated:
-        rec = gate(dtype, device)
+        rec = gate(dtype, device, time_parallel)
         if not rec["passed"]:
             raise GateError(format_gate(rec))
     runner = run_shape_cpu if device == "cpu" else run_shape_cuda
     rows = []
     for shape in shapes:
-        shape_rows = runner(shape, dtype, repeats, max_seconds)
+        shape_rows = runner(shape, dtype, repeats, max_seconds, time_parallel=time_parallel, rounds=rounds)
         for r in shape_rows:
             log(format_row(r))
         rows.extend(shape_rows)
@@ -486,7 +546,8 @@ def _e(v) -> str:
 
 
 def format_row(r: dict) -> str:
-    s = (f"{r['suite']:<5} {r['config']:>6} T={r['T']:<6} B={r['B']:<4} H={r['H']:<5} {r['mode']:<6} "
+    tp = f" tp={r['time_parallel']:<4}" if r.get("time_parallel", "auto") != "auto" else ""
+    s = (f"{r['suite']:<5} {r['config']:>6} T={r['T']:<6} B={r['B']:<4} H={r['H']:<5}{tp} {r['mode']:<6} "
          f"{r['median_ms']:10.3f} ms (min {r['min_ms']:.3f}, n={r['repeats']})")
     if "floor_ms" in r:
         s += f"  floor {r['floor_ms']:.3f} ms ({r['copy_GBps']:.1f} GB/s)  {r['x_floor']:.2f}x floor"

@@ -5,6 +5,8 @@ import numpy as np
 
 from . import cpu
 from . import _validate as v
+from . import time_parallel as tp
+from .cpu import scan as cpu_scan
 from ._host_cache import host_cache
 
 
@@ -15,8 +17,19 @@ def _cuda_module(name):
     return _cuda
 
 
+def _u_abs_max(u, device):
+    """max |u| as a host float (0 when H = 0): the automatic time-parallel rule needs it."""
+    if u.shape[0] == 0:
+        return 0.0
+    if device == "cuda":
+        from . import cuda as _cuda
+
+        u = _cuda.copy_to_host(u)
+    return float(np.abs(u).max())
+
+
 def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False,
-            out=None, final_state_out=None, stream=None):
+            out=None, final_state_out=None, stream=None, time_parallel=None):
     """Run the IndRNN recurrence over all steps: ``h_t = act(x_t + u * h_{t-1} + b)``, ``h_{-1} = h0``.
 
     Args:
@@ -28,6 +41,9 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
         out: optional writable buffer shaped like ``x`` to fill. stream: CUDA stream (int handle or Numba stream).
         final_state_out: optional writable [B, H] buffer that also receives each sequence's final state, as
             :func:`final_state` defines it, written by the same kernel pass.
+        time_parallel: None (automatic: when B x H is too small to fill the device and T is long, see
+            ``indrnn_core.time_parallel``), True (scan in time; relu and identity only: a tanh or sigmoid forward
+            is sequential) or False (one thread per sequence or column walks the steps in order).
 
     Returns:
         h: every step's output, shaped like ``x``, on the device of ``x`` (``out`` when given).
@@ -41,6 +57,8 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
     act = v.activation_code(activation)
     batch_first = v.check_flag("batch_first", batch_first)
     reverse = v.check_flag("reverse", reverse)
+    time_parallel = tp.check_option(time_parallel)
+    tp.check_forward_activation(time_parallel, act, activation)
     device = v.common_device({"x": x, "u": u, "b": b, "h0": h0})
     if device == "cuda":
         cuda = _cuda_module("x")
@@ -53,20 +71,24 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
     lengths = v.host_lengths(lengths, T, B)
     final = None if final_state_out is None else v.check_out("final_state_out", final_state_out, (B, H), dtype,
                                                              device)
+    scan = tp.choose(time_parallel, device, T, B, H, act, True, lambda: _u_abs_max(u, device))
     if device == "cpu":
         if out is None:
             out = host_cache.empty(x.shape, dtype)
         v.check_out("out", out, x.shape, dtype, device)
-        cpu.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final)
+        (cpu_scan if scan else cpu).forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final)
         return out
     out_arr = cuda.device_empty(x.shape, dtype, stream) if out is None else out
     out_view = v.check_out("out", out_arr, x.shape, dtype, device)
-    cuda.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out_view, final, stream)
+    if scan:
+        cuda.scan_forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out_view, final, stream)
+    else:
+        cuda.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out_view, final, stream)
     return out_arr
 
 
 def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False,
-             grad_hn=None, out=None, stream=None, workspace=None):
+             grad_hn=None, out=None, stream=None, workspace=None, time_parallel=None):
     """Back-propagation through time for ``forward``, from its output ``h`` (``x`` is never needed).
 
     Args:
@@ -77,7 +99,9 @@ def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, len
         out: None or a tuple ``(gx, gu, gb, gh0)`` of writable buffers (any entry None to allocate).
         workspace: CUDA only (ignored on the CPU): None or a writable [2, B, H] device buffer of the data type for
             the per-sequence partial sums of ``gu`` and ``gb``; a framework passes one from its own caching
-            allocator, since allocating it here costs more than the kernels at small T.
+            allocator, since allocating it here costs more than the kernels at small T. Not used by the
+            time-parallel kernels.
+        time_parallel: None (automatic, as in :func:`forward`), True (scan in time: every activation) or False.
 
     Returns:
         (gx, gu, gb, gh0): dL/dx (= dL/d pre-activation, shaped like ``h``), dL/du [H], dL/db [H]
@@ -86,6 +110,7 @@ def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, len
     act = v.activation_code(activation)
     batch_first = v.check_flag("batch_first", batch_first)
     reverse = v.check_flag("reverse", reverse)
+    time_parallel = tp.check_option(time_parallel)
     names = ("gx", "gu", "gb", "gh0")
     if out is None:
         out = (None,) * 4
@@ -110,8 +135,12 @@ def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, len
         out = tuple(cuda.device_empty(s, dtype, stream) if o is None else o for o, s in zip(out, shapes))
     views = [v.check_out(f"out[{i}] ({name})", o, s, dtype, device)
              for i, (name, o, s) in enumerate(zip(names, out, shapes))]
+    scan = tp.choose(time_parallel, device, T, B, H, act, False, lambda: _u_abs_max(u, device))
     if device == "cpu":
-        cpu.backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *views)
+        (cpu_scan if scan else cpu).backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
+                                                  *views)
+    elif scan:
+        cuda.scan_backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *views, stream)
     else:
         if workspace is not None:
             workspace = v.check_out("workspace", workspace, (2, B, H), dtype, device)

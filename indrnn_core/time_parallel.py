@@ -1,0 +1,84 @@
+"""When the kernels scan in time instead of walking it: the config (read at every call, so tests can shrink it) and
+the rule behind ``time_parallel=None``.
+
+The sequential kernels give each (sequence, hidden unit) column to one thread (CUDA) or each sequence to one core
+(CPU) and walk its T steps in order. With few columns (a single long sequence, B x H small) most of the machine
+idles and every step pays the latency of a dependent chain. The time-parallel kernels split each sequence's steps
+into segments, compose each segment's map in parallel, carry the few segment boundaries in order, then run every
+segment in parallel from its known start (``indrnn_core.cpu.scan``, ``indrnn_core.cuda.scan``).
+
+* Backward works for every activation: the carried gradient obeys the linear recurrence
+  ``carry_{t-1} = u * act'(h_t) * (grad_h_t + carry_t)`` once the forward's ``h`` is known.
+* Forward works for relu and identity only: ``h -> relu(u*h + c)`` and its compositions stay in the family
+  ``h -> clip(k*h + m, lo, hi)`` (identity: ``k*h + m``) for either sign of ``u``. tanh and sigmoid compositions
+  have no closed form: their forward stays sequential, and asking for a time-parallel one is a ``ValueError``.
+
+Accuracy: each segment's start comes from a composed map instead of the step-by-step chain, so results equal the
+sequential kernels' within float rounding (each uses O(T) roundings per column) when the composed maps stay
+bounded. With ``|u| > 1`` the maps' coefficients grow like ``|u|**segment_length`` while a relu's clipping can keep
+``h`` small: rounding is then amplified by that factor, and past the dtype's range the maps overflow. The automatic
+rule therefore takes the time-parallel kernels only while ``max|u| ** T <= MAX_GROWTH``.
+"""
+
+import math
+
+import numpy as np
+
+from ._activations import ACT_IDENTITY, ACT_RELU
+
+FORWARD_ACTIVATIONS = (ACT_RELU, ACT_IDENTITY)
+
+# ---- CPU (indrnn_core.cpu.scan) ----------------------------------------------------------------------------------
+# Segments per sequence are fixed by these numbers and the sequence's length (never by the thread count), so the
+# results, gu/gb included, are the same on any number of threads.
+CPU_GROUPS = 8  # parallel work items per sequence (prange over them): several per core balances the load
+CPU_LANE_ELEMENTS = 64  # a work item runs max(1, this // H) segments in lockstep: SIMD across segments at small H
+CPU_MIN_SEGMENT = 64  # fewer steps per segment than this: fewer segments (the rest runs sequentially)
+# The measured rule (python -m benchmarks --config single --only core --time-parallel on off --rounds 5; 2-core
+# Xeon shared with other work, 2026-11-26, BENCHMARKS.md): fwd+bwd at T=10^6, B=1 took 78 ms scanned against 102 ms
+# sequential at H=1, but 178 against 158 ms at H=16 and (T=10^5) 238 against 153 ms at H=256: the scan reads the
+# data twice, so it wins only while the sequential kernels are bound by one step's latency, i.e. at a few columns.
+CPU_MAX_COLUMNS = 4  # B * H at most
+CPU_MIN_STEPS = 4096  # T at least
+
+# ---- CUDA (indrnn_core.cuda.scan) --------------------------------------------------------------------------------
+CUDA_SEGMENT = 256  # steps per segment: one thread per (segment, column)
+CUDA_MAX_COLUMNS = 16384  # B * H at most (an H100 runs ~2.7e5 threads at once: fewer columns leave it idle)
+CUDA_MIN_STEPS = 2048  # T at least
+
+MAX_GROWTH = 16.0  # automatic rule: max|u| ** T at most this (rounding amplified at most this much)
+
+
+def check_option(time_parallel):
+    """``time_parallel`` as given (None, True or False); a TypeError naming it otherwise."""
+    if time_parallel is None or isinstance(time_parallel, (bool, np.bool_)):
+        return None if time_parallel is None else bool(time_parallel)
+    raise TypeError(f"time_parallel must be None (automatic), True or False, got {type(time_parallel).__name__}")
+
+
+def check_forward_activation(time_parallel, act, activation):
+    if time_parallel and act not in FORWARD_ACTIVATIONS:
+        raise ValueError(f"time_parallel=True: the forward scans in time only for activation 'relu' or 'identity' "
+                         f"(compositions of {activation!r} steps have no closed form); got activation="
+                         f"{activation!r}: pass time_parallel=None or False")
+
+
+def _growth_ok(u_abs_max, T):
+    if not u_abs_max <= 1.0:  # NaN included: the sequential kernels propagate it the IEEE way
+        return bool(u_abs_max > 1.0) and T * math.log(u_abs_max) <= math.log(MAX_GROWTH)
+    return True
+
+
+def choose(time_parallel, device, T, B, H, act, forward, u_abs_max):
+    """Whether to run the time-parallel kernels. ``time_parallel``: None (automatic), True or False, already
+    checked (and a forward's activation too); ``u_abs_max()``: max |u| as a host float, called only when the shape
+    qualifies (on CUDA it copies ``u`` to the host, which waits for the stream)."""
+    if time_parallel is not None:
+        return time_parallel
+    if forward and act not in FORWARD_ACTIVATIONS:
+        return False
+    if device == "cpu":
+        qualifies = B * H <= CPU_MAX_COLUMNS and T >= CPU_MIN_STEPS
+    else:
+        qualifies = B * H <= CUDA_MAX_COLUMNS and T >= CUDA_MIN_STEPS
+    return qualifies and _growth_ok(float(u_abs_max()), T)

@@ -1,0 +1,341 @@
+"""The time-parallel kernels (``time_parallel=True``; ``indrnn_core.time_parallel``) against the float64 reference
+and against the sequential kernels, on the CPU and on CUDA (Numba's simulator without a GPU), for every contract
+feature; the automatic rule; the errors.
+
+Tolerance rule, from the dtype and the reduction length. Every output is a chain of at most ``N`` dependent
+steps: ``N = T`` for h, gx, gh0 and the final state (a scan only changes how a segment's start is reached: by a
+composed map, whose coefficients take the same O(1) roundings per step as the chain itself), and ``N = T * B``
+for gu and gb (sums of one term per step and sequence). Each step rounds a few times (the forward ``(x + u*h) +
+b``, the map's ``u*k`` and ``u*m + c``, its application ``k*h + m``; the backward ``(g + carry) * act' * u``) and,
+with ``|u| <= 1`` (every problem here), an earlier rounding is never amplified. So ``|error| <= C * eps * N *
+scale`` with ``C = 8`` rounding steps as an upper bound, ``eps`` the dtype's machine epsilon, ``scale = 1 +
+max|reference|`` for the per-step outputs and ``1 + sum of |terms|`` for gu and gb (a sum's rounding is relative
+to its terms, not to a cancelled result). Against the sequential kernels both sides carry that error: ``2 * C``.
+Observed errors are orders of magnitude below the bound; the bound holds for any seed, so nothing can flake.
+"""
+
+import types
+
+import numba
+import numpy as np
+import pytest
+
+import indrnn_core
+from indrnn_core import reference
+from indrnn_core import time_parallel as tp
+from indrnn_core.testing import nan_like
+
+ROUNDINGS_PER_STEP = 8  # C above
+CPU = types.SimpleNamespace(kind="cpu", put=lambda a: a, get=lambda a: a)  # conftest's Device("cpu"), unparametrised
+
+
+@pytest.fixture(autouse=True)
+def small_segments(monkeypatch):
+    """Tiny segments so that a few steps span several segments, work items and (CUDA) blocks: on the CPU up to 3
+    work items of up to 4 lockstep segments of >= 2 steps (H=1: 4 lanes; H >= 4: one segment per item, row
+    order from H = 8); on CUDA 2-step segments (the block size is already 4: tests/conftest.py)."""
+    monkeypatch.setattr(tp, "CPU_GROUPS", 3)
+    monkeypatch.setattr(tp, "CPU_LANE_ELEMENTS", 4)
+    monkeypatch.setattr(tp, "CPU_MIN_SEGMENT", 2)
+    monkeypatch.setattr(tp, "CUDA_SEGMENT", 2)
+
+
+def tolerance(dtype, n_steps, against_kernels=False):
+    return (2 if against_kernels else 1) * ROUNDINGS_PER_STEP * np.finfo(dtype).eps * n_steps
+
+
+def assert_close(name, actual, expected, dtype, n_steps, scale=None, against_kernels=False):
+    actual = np.asarray(actual)
+    assert actual.dtype == dtype, f"{name}: dtype {actual.dtype}"
+    assert np.isfinite(actual).all(), f"{name} has non-finite elements (unwritten?)"
+    expected = np.asarray(expected, np.float64)
+    if scale is None:
+        scale = 1.0 + np.abs(expected).max(initial=0.0)
+    err = np.abs(actual.astype(np.float64) - expected).max(initial=0.0) / scale
+    tol = tolerance(dtype, n_steps, against_kernels)
+    assert err <= tol, f"{name}: scaled error {err:.2e} > {tol:.2e}"
+
+
+def time_major(a, batch_first):
+    return np.swapaxes(a, 0, 1) if batch_first else a
+
+
+def make_problem(T, B, H, dtype, batch_first, seed, u_bound=1.0):
+    rng = np.random.default_rng(seed)
+    shape = (B, T, H) if batch_first else (T, B, H)
+    p = dict(x=rng.uniform(-1, 1, shape), u=rng.uniform(-u_bound, u_bound, H), b=rng.uniform(-0.5, 0.5, H),
+             h0=rng.uniform(-1, 1, (B, H)), grad_h=rng.uniform(-1, 1, shape), grad_hn=rng.uniform(-1, 1, (B, H)))
+    return {k: v.astype(dtype) for k, v in p.items()}
+
+
+def run(device, p, opts, time_parallel, optional=True):
+    """forward + backward into NaN-filled buffers (out, final_state_out, gx, gu, gb, gh0), as NumPy arrays."""
+    put, get = device.put, device.get
+    x = p["x"]
+    T, B, H = (x.shape[1], x.shape[0], x.shape[2]) if opts["batch_first"] else x.shape
+    b, h0, ghn = (p["b"], p["h0"], p["grad_hn"]) if optional else (None, None, None)
+    fwd_tp = time_parallel if opts["activation"] in ("relu", "identity") else False
+    out, final = put(nan_like(x)), put(np.full((B, H), np.nan, x.dtype))
+    h = indrnn_core.forward(put(x), put(p["u"]), put(b), put(h0), out=out, final_state_out=final,
+                            time_parallel=fwd_tp, **opts)
+    grads_out = tuple(put(np.full(s, np.nan, x.dtype)) for s in (x.shape, (H,), (H,), (B, H)))
+    grads = indrnn_core.backward(put(p["grad_h"]), h, put(p["u"]), put(h0), grad_hn=put(ghn), out=grads_out,
+                                 time_parallel=time_parallel, **opts)
+    return [get(a) for a in (h, final, *grads)]
+
+
+def check_against_reference(p, opts, results, optional=True, dtype=None):
+    dtype = p["x"].dtype
+    p64 = {k: v.astype(np.float64) for k, v in p.items()}
+    b, h0, ghn = (p64["b"], p64["h0"], p64["grad_hn"]) if optional else (None, None, None)
+    h, final, gx, gu, gb, gh0 = results
+    T, B = (h.shape[1], h.shape[0]) if opts["batch_first"] else h.shape[:2]
+    ref_h = reference.forward(p64["x"], p64["u"], b, h0, **opts)
+    ref_final = reference.final_state(ref_h, h0, opts["lengths"], opts["reverse"], opts["batch_first"])
+    # The reference's backward reads the kernels' own h (cast exactly to float64), as a training step does.
+    r_gx, r_gu, r_gb, r_gh0 = reference.backward(p64["grad_h"], h.astype(np.float64), p64["u"], h0, grad_hn=ghn,
+                                                 **opts)
+    assert_close("h", h, ref_h, dtype, T)
+    assert_close("final state", final, ref_final, dtype, T)
+    assert_close("gx", gx, r_gx, dtype, T)
+    assert_close("gh0", gh0, r_gh0, dtype, T)
+    h_max = max(np.abs(h).max(initial=0.0), 0.0 if h0 is None else np.abs(h0).max(initial=0.0))
+    abs_gx = np.abs(r_gx).sum(axis=(0, 1))
+    assert_close("gu", gu, r_gu, dtype, T * B, scale=1.0 + (abs_gx * h_max).max(initial=0.0))
+    assert_close("gb", gb, r_gb, dtype, T * B, scale=1.0 + abs_gx.max(initial=0.0))
+    if opts["lengths"] is not None:  # padding is exactly zero, in outputs and gradients
+        for n, length in enumerate(opts["lengths"]):
+            assert not time_major(h, opts["batch_first"])[length:, n].any()
+            assert not time_major(gx, opts["batch_first"])[length:, n].any()
+
+
+# id: (T, B, H, lengths, reverse). CPU problems span several work items and both loop orders (H < 8: lockstep
+# lanes across segments; H >= 8: rows); a tail (T not a multiple of the segment count) and short sequences that
+# fall back to no segments at all are included.
+CPU_CASES = {
+    "single-H1": (97, 1, 1, None, False),
+    "single-H1-reverse": (97, 1, 1, None, True),
+    "single-H3": (61, 1, 3, None, False),
+    "H9-row-order": (45, 2, 9, None, False),
+    "lengths": (40, 4, 2, [40, 0, 3, 29], False),
+    "lengths-reverse-row-order": (40, 3, 11, [17, 40, 1], True),
+    "T1": (1, 2, 3, None, False),
+}
+CUDA_CASES = {  # the simulator costs ~5 us per element-step: tiny, but several 2-step segments and 4-thread blocks
+    "single-H1": (9, 1, 1, None, False),
+    "lengths": (7, 3, 2, [7, 0, 4], False),
+    "lengths-reverse": (7, 3, 2, [5, 7, 0], True),
+}
+ACTIVATIONS = ["relu", "identity", "tanh", "sigmoid"]
+
+
+def cases(device_kind):
+    return CPU_CASES if device_kind == "cpu" else CUDA_CASES
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"], indirect=True)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_reference_and_sequential_kernels(device, activation, batch_first, dtype):
+    for i, (case, (T, B, H, lengths, reverse)) in enumerate(cases(device.kind).items()):
+        opts = dict(activation=activation, batch_first=batch_first, reverse=reverse,
+                    lengths=None if lengths is None else np.array(lengths))
+        p = make_problem(T, B, H, dtype, batch_first, seed=100 + i)
+        optional = i % 2 == 0  # b, h0, grad_hn given in every other case, None (zeros) in the rest
+        scanned = run(device, p, opts, True, optional)
+        try:
+            check_against_reference(p, opts, scanned, optional)
+        except AssertionError as exc:
+            raise AssertionError(f"case {case}: {exc}") from None
+        sequential = run(device, p, opts, False, optional)
+        n_steps = {"gu": T * B, "gb": T * B}
+        for name, a, s in zip(("h", "final state", "gx", "gu", "gb", "gh0"), scanned, sequential):
+            scale = 1.0 + np.abs(s).max(initial=0.0) * (T if name == "gu" or name == "gb" else 1)
+            assert_close(f"case {case}: {name} vs sequential", a, s, dtype, n_steps.get(name, T), scale=scale,
+                         against_kernels=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"], indirect=True)
+def test_reruns_are_bit_identical(device):
+    T, B, H = (9, 2, 2) if device.kind == "cuda" else (101, 3, 5)
+    p = make_problem(T, B, H, np.float32, False, seed=3)
+    opts = dict(activation="relu", batch_first=False, reverse=False, lengths=np.array([T, 1, T - 2][:B]))
+    first = run(device, p, opts, True)
+    for _ in range(2):
+        for a, b in zip(first, run(device, p, opts, True)):
+            assert np.array_equal(a, b)
+
+
+def test_cpu_results_do_not_depend_on_thread_count():
+    """Segments are fixed by the length and the config, never by the thread count: bit-identical on 1 thread."""
+    p = make_problem(301, 2, 3, np.float32, False, seed=4)
+    opts = dict(activation="identity", batch_first=False, reverse=True, lengths=np.array([301, 150]))
+    many = run(CPU, p, opts, True)
+    numba.set_num_threads(1)
+    try:
+        one = run(CPU, p, opts, True)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for a, b in zip(many, one):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("H", [1, 20], ids=["lanes", "rows"])
+def test_long_float32_sequence_cpu(monkeypatch, H):
+    """The default config (no tiny segments) at T = 20000: hundreds of segments, against the reference."""
+    import importlib
+
+    importlib.reload(tp)  # the module's own numbers, not the fixture's; monkeypatch restores the fixture's after
+    for name in ("CPU_GROUPS", "CPU_LANE_ELEMENTS", "CPU_MIN_SEGMENT"):
+        monkeypatch.setattr(tp, name, getattr(tp, name))
+    T = 20000
+    p = make_problem(T, 1, H, np.float32, False, seed=5)
+    opts = dict(activation="relu", batch_first=False, reverse=False, lengths=None)
+    check_against_reference(p, opts, run(CPU, p, opts, True))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_any_strides_and_read_only_inputs_cpu(batch_first):
+    rng = np.random.default_rng(6)
+    T, B, H = 37, 2, 3
+    shape = (B, T, H) if batch_first else (T, B, H)
+    x, gh = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
+    u, b, h0 = rng.uniform(-1, 1, H), rng.uniform(-1, 1, H), rng.uniform(-1, 1, (B, H))
+    opts = dict(batch_first=batch_first, lengths=[37, 20], activation="relu", time_parallel=True)
+    h = indrnn_core.forward(x, u, b, h0, **opts)
+    grads = indrnn_core.backward(gh, h, u, h0, **opts)
+
+    def strided(a):  # same values, every other element in memory, last axis reversed
+        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],))
+        view = big[..., ::-2]
+        view[...] = a
+        return view
+
+    def read_only(a):
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+
+    for wrap in (strided, read_only):  # (each new array type compiles the kernels again: ~1 min)
+        out = strided(nan_like(x))
+        h2 = indrnn_core.forward(wrap(x), wrap(u), wrap(b), wrap(h0), out=out, **opts)
+        np.testing.assert_array_equal(h2, h)
+        gout = tuple(strided(nan_like(a)) for a in grads)
+        for g2, g in zip(indrnn_core.backward(wrap(gh), wrap(h), wrap(u), wrap(h0), out=gout, **opts), grads):
+            np.testing.assert_array_equal(g2, g)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"], indirect=True)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_final_state_out_may_overwrite_h0_in_place(device, reverse):
+    rng = np.random.default_rng(7)
+    T = 7 if device.kind == "cuda" else 50
+    x, u, state = rng.uniform(-1, 1, (T, 3, 2)), rng.uniform(-1, 1, 2), rng.uniform(-1, 1, (3, 2))
+    lengths = np.array([T, 0, 3])
+    ref_h = reference.forward(x, u, None, state, lengths=lengths, reverse=reverse)
+    want = reference.final_state(ref_h, state, lengths, reverse)
+    d_state = device.put(state.copy())
+    indrnn_core.forward(device.put(x), device.put(u), None, d_state, lengths=lengths, reverse=reverse,
+                        final_state_out=d_state, time_parallel=True)
+    np.testing.assert_allclose(device.get(d_state) if device.kind == "cuda" else d_state, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"], indirect=True)
+def test_nan_and_inf_propagate_as_ieee_says(device):
+    T = 9
+    x = np.full((T, 2, 1), 0.5)
+    x[1, 0, 0] = np.nan
+    x[2, 1, 0] = np.inf
+    h = device.get(indrnn_core.forward(device.put(x), device.put(np.full(1, 0.5)), activation="identity",
+                                       time_parallel=True))
+    assert np.isnan(h[1:, 0, 0]).all() and np.isfinite(h[:1, 0, 0]).all()
+    assert np.isposinf(h[2:, 1, 0]).all() and np.isfinite(h[:2, 1, 0]).all()
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_time_parallel_forward_with_tanh_or_sigmoid_is_an_error(activation):
+    x, u = np.zeros((4, 1, 2)), np.zeros(2)
+    with pytest.raises(ValueError, match=r"time_parallel=True.*'relu' or 'identity'"):
+        indrnn_core.forward(x, u, activation=activation, time_parallel=True)
+    h = indrnn_core.forward(x, u, activation=activation)  # automatic: the sequential forward
+    indrnn_core.backward(x, h, u, activation=activation, time_parallel=True)  # backward scans for any
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0.0])
+def test_time_parallel_must_be_none_or_a_bool(bad):
+    x, u = np.zeros((4, 1, 2)), np.zeros(2)
+    with pytest.raises(TypeError, match="time_parallel must be None"):
+        indrnn_core.forward(x, u, time_parallel=bad)
+    with pytest.raises(TypeError, match="time_parallel must be None"):
+        indrnn_core.backward(x, x, u, time_parallel=bad)
+
+
+def test_automatic_rule():
+    relu, tanh = 0, 1
+    small = tp.CPU_MAX_COLUMNS
+    assert tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, small, relu, True, lambda: 0.9)
+    assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS - 1, 1, small, relu, True, lambda: 0.9)  # short
+    assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 2, small, relu, True, lambda: 0.9)  # wide
+    assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, 1, tanh, True, lambda: 0.9)  # tanh forward
+    assert tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, 1, tanh, False, lambda: 0.9)  # tanh backward
+    assert tp.choose(None, "cuda", tp.CUDA_MIN_STEPS, 1, tp.CUDA_MAX_COLUMNS, relu, True, lambda: 1.0)
+    assert not tp.choose(None, "cuda", tp.CUDA_MIN_STEPS, 1, tp.CUDA_MAX_COLUMNS + 1, relu, True, lambda: 1.0)
+    # |u| > 1: only while max|u| ** T <= MAX_GROWTH; NaN in u: the sequential kernels
+    T = 10**5
+    assert tp.choose(None, "cpu", T, 1, 1, relu, True, lambda: tp.MAX_GROWTH ** (0.5 / T))
+    assert not tp.choose(None, "cpu", T, 1, 1, relu, True, lambda: tp.MAX_GROWTH ** (2.0 / T))
+    assert not tp.choose(None, "cpu", T, 1, 1, relu, True, lambda: float("nan"))
+    assert tp.choose(True, "cpu", 1, 64, 64, relu, True, lambda: 5.0)
+    assert not tp.choose(False, "cpu", T, 1, 1, relu, True, lambda: 0.5)
+    # u is read only when the shape qualifies (on CUDA reading it waits for the stream)
+    tp.choose(None, "cuda", 10, 1, 1, relu, True, lambda: pytest.fail("u read for a short sequence"))
+
+
+def test_automatic_rule_routes_the_calls(monkeypatch):
+    from indrnn_core import _dispatch
+    from indrnn_core.cpu import scan
+
+    calls = []
+    for name in ("forward_into", "backward_into"):
+        original = getattr(scan, name)
+        monkeypatch.setattr(scan, name, lambda *a, _f=original, _n=name, **k: (calls.append(_n), _f(*a, **k)))
+    monkeypatch.setattr(tp, "CPU_MIN_STEPS", 50)
+    monkeypatch.setattr(tp, "CPU_MAX_COLUMNS", 4)
+    rng = np.random.default_rng(8)
+    x, u = rng.uniform(-1, 1, (50, 2, 2)), rng.uniform(-1, 1, 2)
+    h = indrnn_core.forward(x, u)
+    indrnn_core.backward(x, h, u)
+    assert calls == ["forward_into", "backward_into"] and _dispatch.cpu_scan is scan
+    calls.clear()
+    h = indrnn_core.forward(x[:49], u)  # too short
+    indrnn_core.backward(x[:49], h, u, time_parallel=True)
+    assert calls == ["backward_into"]
+    calls.clear()
+    indrnn_core.forward(x, np.full(2, 1.5))  # 1.5 ** 50 > MAX_GROWTH
+    assert calls == []
+
+
+def test_benchmark_cli_times_both_paths(tmp_path):
+    """``python -m benchmarks --time-parallel on off --rounds 2``: both variants gated and timed, alternating."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    path = tmp_path / "tp.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--config", "tiny", "--repeats", "2", "--only", "core",
+                           "--time-parallel", "on", "off", "--rounds", "2", "--json", str(path)],
+                          cwd=repo, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(path.read_text())
+    (gate,) = doc["gates"]
+    assert gate["passed"] and gate["time_parallel"] == ["on", "off"]
+    rows = [r for r in doc["results"] if r["suite"] == "core"]
+    assert sorted((r["time_parallel"], r["mode"]) for r in rows) == sorted(
+        (v, m) for v in ("on", "off") for m in ("fwd", "bwd", "fwdbwd"))
+    assert all(r["rounds"] == 2 and r["outputs_finite"] for r in rows)
+    assert "time_parallel=True" in {r["impl"] for r in rows if r["time_parallel"] == "on"}.pop()
