@@ -41,9 +41,10 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
         out: optional writable buffer shaped like ``x`` to fill. stream: CUDA stream (int handle or Numba stream).
         final_state_out: optional writable [B, H] buffer that also receives each sequence's final state, as
             :func:`final_state` defines it, written by the same kernel pass.
-        time_parallel: None (automatic: when B x H is too small to fill the device and T is long, see
-            ``indrnn_core.time_parallel``), True (scan in time; relu and identity only: a tanh or sigmoid forward
-            is sequential) or False (one thread per sequence or column walks the steps in order).
+        time_parallel: None (automatic: the time-parallel kernels when B x H is too small to fill the device and
+            T is long, by the measured rule in ``indrnn_core.time_parallel``; on CUDA not until measured on a GPU),
+            True (scan in time; relu and identity only: a tanh or sigmoid forward is sequential, and asking for a
+            parallel one is a ValueError) or False (one thread per sequence or column walks the steps in order).
 
     Returns:
         h: every step's output, shaped like ``x``, on the device of ``x`` (``out`` when given).

@@ -43,7 +43,11 @@ CPU_MIN_STEPS = 4096  # T at least
 
 # ---- CUDA (indrnn_core.cuda.scan) --------------------------------------------------------------------------------
 CUDA_SEGMENT = 256  # steps per segment: one thread per (segment, column)
-CUDA_MAX_COLUMNS = 16384  # B * H at most (an H100 runs ~2.7e5 threads at once: fewer columns leave it idle)
+# Not measured on a GPU yet (the CUDA kernels have run in Numba's simulator only): until a GPU run of
+# ``python -m benchmarks --device cuda --config single wide --time-parallel on off`` sets these numbers, the
+# automatic rule keeps the sequential CUDA kernels; ``time_parallel=True`` runs the scan. Expected shape of the rule:
+# B * H below what fills the GPU (an H100 runs ~2.7e5 threads at once) and T in the thousands.
+CUDA_MAX_COLUMNS = 0  # B * H at most
 CUDA_MIN_STEPS = 2048  # T at least
 
 MAX_GROWTH = 16.0  # automatic rule: max|u| ** T at most this (rounding amplified at most this much)

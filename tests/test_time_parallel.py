@@ -271,15 +271,16 @@ def test_time_parallel_must_be_none_or_a_bool(bad):
         indrnn_core.backward(x, x, u, time_parallel=bad)
 
 
-def test_automatic_rule():
+def test_automatic_rule(monkeypatch):
     relu, tanh = 0, 1
+    monkeypatch.setattr(tp, "CUDA_MAX_COLUMNS", 16384)  # 0 (never) until measured on a GPU
+    assert tp.choose(None, "cuda", tp.CUDA_MIN_STEPS, 1, tp.CUDA_MAX_COLUMNS, relu, True, lambda: 1.0)
     small = tp.CPU_MAX_COLUMNS
     assert tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, small, relu, True, lambda: 0.9)
     assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS - 1, 1, small, relu, True, lambda: 0.9)  # short
     assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 2, small, relu, True, lambda: 0.9)  # wide
     assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, 1, tanh, True, lambda: 0.9)  # tanh forward
     assert tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, 1, tanh, False, lambda: 0.9)  # tanh backward
-    assert tp.choose(None, "cuda", tp.CUDA_MIN_STEPS, 1, tp.CUDA_MAX_COLUMNS, relu, True, lambda: 1.0)
     assert not tp.choose(None, "cuda", tp.CUDA_MIN_STEPS, 1, tp.CUDA_MAX_COLUMNS + 1, relu, True, lambda: 1.0)
     # |u| > 1: only while max|u| ** T <= MAX_GROWTH; NaN in u: the sequential kernels
     T = 10**5
