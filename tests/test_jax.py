@@ -294,6 +294,22 @@ SHARDING_SCRIPT = textwrap.dedent("""
     np.testing.assert_allclose(value2, value1, rtol=1e-6)
     for g, g1 in zip(grads2, grads1):
         np.testing.assert_allclose(g, g1, rtol=1e-5, atol=1e-6)
+
+    # The Flax layer in a data-parallel training step: the same gradients as one device.
+    from flax import nnx
+    from indrnn_core.adapters.flax import IndRNN
+    graphdef, params = nnx.split(IndRNN(H, 4, num_layers=2, bidirectional=True, rngs=nnx.Rngs(0)))
+    xb = np.ascontiguousarray(x.transpose(1, 0, 2))  # [B, T, F]: batch-first, as Flax layers
+
+    def model_loss(params, x, lengths):
+        out, h_n = nnx.merge(graphdef, params)(x, lengths=lengths)
+        return jnp.mean(out ** 2) + jnp.mean(h_n)
+
+    one = jax.jit(jax.grad(model_loss))(params, xb, lengths)
+    shard = jax.jit(jax.shard_map(jax.grad(lambda p, x, n: jax.lax.pmean(model_loss(p, x, n), "batch")), mesh=mesh,
+                                  in_specs=(P(), P("batch"), P("batch")), out_specs=P()))(params, xb, lengths)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(shard)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     print("OK")
 """)
 
