@@ -17,6 +17,7 @@ directions concatenated on the feature axis.
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -111,9 +112,14 @@ class StackSpec:
         return self.input_size if layer == 0 else self.output_size
 
     def runs(self):
-        """Every recurrence in the order the stack runs them and ``h_n`` stacks them."""
-        return [Run(layer * self.num_directions + d, layer, d, d == 1, self.layer_input_size(layer))
-                for layer in range(self.num_layers) for d in range(self.num_directions)]
+        """Every recurrence in the order the stack runs them and ``h_n`` stacks them (a tuple built once: layers
+        read it on every call)."""
+        return self._runs
+
+    @functools.cached_property
+    def _runs(self):
+        return tuple(Run(layer * self.num_directions + d, layer, d, d == 1, self.layer_input_size(layer))
+                     for layer in range(self.num_layers) for d in range(self.num_directions))
 
     def recurrent_range(self, run):
         """``(low, high)`` of the uniform init of ``run``'s ``u``."""
