@@ -99,8 +99,8 @@ def _run_forward(stream, outs, x, u, b, h0, lengths, activation, batch_first, re
     """Fill ``outs`` = (h, h_n) with the kernels (the callbacks' body: GPU buffer_callback and CPU fallback)."""
     h, hn = (_core_array(o) for o in outs)
     _core.forward(_core_array(x), _core_array(u), _core_array(b), _core_array(h0), activation=activation,
-                  batch_first=batch_first, lengths=_host_lengths(lengths, stream, lengths_given), reverse=reverse, out=h,
-                  final_state_out=hn, stream=stream)
+                  batch_first=batch_first, lengths=_host_lengths(lengths, stream, lengths_given), reverse=reverse,
+                  out=h, final_state_out=hn, stream=stream)
 
 
 def _run_backward(stream, outs, grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse, groups,
@@ -115,13 +115,14 @@ def _run_backward(stream, outs, grad_h, h, u, h0, lengths, grad_hn, activation, 
         seq = (rows,) if batch_first else (slice(None), rows)
         part = [_slice(a, seq) for a in (grad_h, h, gx)]
         _core.backward(part[0], part[1], u, _slice(h0, (rows,)), activation=activation, batch_first=batch_first,
-                       lengths=None if lengths is None else lengths[rows], reverse=reverse, grad_hn=_slice(grad_hn, (rows,)),
+                       lengths=None if lengths is None else lengths[rows], reverse=reverse,
+                       grad_hn=_slice(grad_hn, (rows,)),
                        out=(part[2], _slice(gu, (g,)), _slice(gb, (g,)), _slice(gh0, (rows,))), stream=stream)
 
 
 def _slice(a, index):
     """``a[index]`` for a NumPy array or a CUDA view (kept a view: the kernels take any strides)."""
-    if isinstance(a, np.ndarray) or len(index) == 1 and index[0] == slice(None):
+    if isinstance(a, np.ndarray):
         return a[index]
     from indrnn_core.cuda import _launch
 

@@ -13,8 +13,10 @@ API version it was built for. The version is read from the shipped header when t
 version other than 0 (whose struct layouts this file encodes) is refused by :func:`available`, and the adapter
 falls back to ``jax.pure_callback``.
 
-Compiling a handler costs seconds (it inlines the kernels), so each (op, dtype) is compiled and registered once,
-on first use.
+Compiling a handler costs 10-30 s (it inlines the kernels), so each (op, dtype) is compiled and registered once,
+on first use, and cached on disk by Numba (later processes load it in well under a second). The ``threads``
+attribute (how many threads split the batch) is decided while tracing, where the shapes are known: compiled code
+that asks Numba's thread pool for its size could not be cached.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from indrnn_core.cpu import recurrence as _cpu
@@ -129,7 +130,6 @@ def _pointer_to(nbtype):
 
 _as_f32, _as_f64 = _pointer_to(types.float32), _pointer_to(types.float64)
 _as_i32, _as_i64 = _pointer_to(types.int32), _pointer_to(types.int64)
-del cgutils  # (imported for intrinsic authors; unused here)
 
 
 def _message(text):
@@ -143,7 +143,8 @@ _MSG_ARITY = _message("indrnn_core FFI handler: wrong number of operands, result
 _MSG_RANK = _message("indrnn_core FFI handler: an operand or result has the wrong rank or shape "
                      "(x, h and grad_h must be 3-D, u and b [H], h0 and grad_hn [B, H], lengths [B])")
 _MSG_DTYPE = _message("indrnn_core FFI handler: an operand or result has the wrong dtype")
-_MSG_ATTR = _message("indrnn_core FFI handler: unexpected attributes (activation, batch_first, [groups,] reverse, threads)")
+_MSG_ATTR = _message("indrnn_core FFI handler: unexpected attributes "
+                     "(activation, batch_first, [groups,] reverse, threads)")
 _MSG_LENGTHS = _message("indrnn_core: lengths must lie in [0, T] (one integer per sequence)")
 _MSG_GROUPS = _message("indrnn_core FFI handler: groups must divide the batch")
 
