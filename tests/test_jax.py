@@ -390,3 +390,32 @@ def test_readme_flax_example_runs_as_written():
     assert np.isfinite(float(scope["loss"]))
     for run in scope["rnn"].runs:  # clipped after the update
         assert float(jnp.max(jnp.abs(run.recurrent_kernel[...]))) <= scope["bound"]
+
+
+def _jax_gpu():
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        return None
+
+
+@pytest.mark.skipif(_jax_gpu() is None, reason="JAX sees no GPU here (a CPU jaxlib)")
+def test_cuda_path_on_a_real_gpu():
+    """Where JAX has a GPU: the buffer_callback path runs the CUDA kernels on XLA's stream, under jit, with values
+    and gradients equal to the CPU path's (lengths given and not, vmap folded)."""
+    gpu, p = _jax_gpu(), make(T=50, B=6, H=33, seed=12)
+    lengths = np.array([50, 1, 0, 17, 50, 33])
+    put = lambda a: jax.device_put(a, gpu)  # noqa: E731
+    for given in (None, lengths):
+        options = dict(activation="tanh", reverse=True, lengths=given)
+        f = jax.jit(jax.value_and_grad(lambda x, u, b, h0: jnp.sum(indrnn(x, u, b, h0, **options) ** 2),
+                                       argnums=(0, 1, 2, 3)))
+        on_gpu = f(*(put(p[k]) for k in ("x", "u", "b", "h0")))
+        on_cpu = f(*(p[k] for k in ("x", "u", "b", "h0")))
+        for a, b in zip(jax.tree.leaves(on_gpu), jax.tree.leaves(on_cpu)):
+            assert next(iter(a.devices())).platform == "gpu"
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    xs = np.stack([p["x"], p["grad_h"]])
+    v = jax.jit(jax.vmap(lambda x: indrnn(x, put(p["u"]))))(put(xs))
+    for i in range(2):
+        np.testing.assert_allclose(np.asarray(v[i]), indrnn_core.forward(xs[i], p["u"]), rtol=1e-5, atol=1e-6)
