@@ -76,6 +76,7 @@ def targets(rows: list[dict]) -> list[dict]:
                         "dtype": r["dtype"], "device": "cpu", "measured": r["x_floor"], "unit": "x",
                         "target": configs.SINGLE_TARGET_FLOOR_RATIO, "op": "<=",
                         "passed": r["x_floor"] <= configs.SINGLE_TARGET_FLOOR_RATIO})
+    out += gpu_targets(rows)
     sel = {(r["suite"], r["mode"]): r for r in rows
            if r.get("config") == configs.TARGET_CONFIG and r.get("dtype") == "float32" and r.get("device") == "cpu"
            and r.get("time_parallel", "auto") == "auto"}
@@ -90,6 +91,31 @@ def targets(rows: list[dict]) -> list[dict]:
         out.append({"suite": "core", "name": "fwd+bwd speed-up over jax.lax.scan", "config": configs.TARGET_CONFIG,
                     "dtype": "float32", "device": "cpu", "measured": speedup, "unit": "x",
                     "target": TARGET_SCAN_SPEEDUP, "op": ">=", "passed": speedup >= TARGET_SCAN_SPEEDUP})
+    return out
+
+
+def gpu_targets(rows: list[dict]) -> list[dict]:
+    """Issue 14's GPU targets, from whatever CUDA core rows were run: fwd+bwd (automatic choice) within
+    ``GPU_TARGET_FLOOR_RATIO`` of the HBM floor at every config with B x H and T at least the stated minimums; and
+    at ``GPU_SCAN_SPEEDUP_CONFIG``, fwd+bwd sequential (``--time-parallel off``) / time-parallel (``on``) at least
+    ``GPU_SCAN_SPEEDUP``."""
+    out = []
+    cuda = [r for r in rows if r.get("suite") == "core" and r.get("device") == "cuda" and r.get("mode") == "fwdbwd"]
+    for r in cuda:
+        if (r.get("time_parallel", "auto") == "auto" and r["B"] * r["H"] >= configs.GPU_TARGET_MIN_COLUMNS
+                and r["T"] >= configs.GPU_TARGET_MIN_STEPS):
+            out.append({"suite": "core", "name": "fwd+bwd time / HBM floor", "config": r["config"],
+                        "dtype": r["dtype"], "device": "cuda", "measured": r["x_floor"], "unit": "x",
+                        "target": configs.GPU_TARGET_FLOOR_RATIO, "op": "<=",
+                        "passed": r["x_floor"] <= configs.GPU_TARGET_FLOOR_RATIO})
+    by_tp = {(r["config"], r["dtype"], r.get("time_parallel", "auto")): r for r in cuda}
+    for (config, dtype, tp), on in by_tp.items():
+        off = by_tp.get((config, dtype, "off"))
+        if config == configs.GPU_SCAN_SPEEDUP_CONFIG and tp == "on" and off is not None:
+            speedup = off["median_ms"] / on["median_ms"]
+            out.append({"suite": "core", "name": "fwd+bwd speed-up of the time-parallel kernels over the sequential",
+                        "config": config, "dtype": dtype, "device": "cuda", "measured": speedup, "unit": "x",
+                        "target": configs.GPU_SCAN_SPEEDUP, "op": ">=", "passed": speedup >= configs.GPU_SCAN_SPEEDUP})
     return out
 
 

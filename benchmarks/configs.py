@@ -58,6 +58,13 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 # Issue 14's CPU target: fwd+bwd of each single-sequence config within this factor of the memory floor.
 SINGLE_TARGET_FLOOR_RATIO = 3.0
+# Issue 14's GPU targets: fwd+bwd within this factor of the HBM floor at every config with B x H >= the first
+# number and T >= the second; and at ``seq256`` the time-parallel kernels at least this much faster than the
+# sequential ones (both measured in one run by ``.ci/gpu``).
+GPU_TARGET_FLOOR_RATIO = 1.5
+GPU_TARGET_MIN_COLUMNS, GPU_TARGET_MIN_STEPS = 1024, 1000
+GPU_SCAN_SPEEDUP_CONFIG = "seq256"
+GPU_SCAN_SPEEDUP = 30.0
 
 
 def resolve(names) -> list[Shape]:
