@@ -124,6 +124,40 @@ def test_adding_learns_well_below_the_baseline(tmp_path, capsys):
     assert curve[0] > adding.BASELINE  # the untrained model is worse than always answering 1
 
 
+def _curve(path):
+    return [(r["model"], r["step"], r["train_loss"], r["test_mse"]) for r in read_csv(path / "adding.csv")]
+
+
+@pytest.mark.parametrize("compare", [[], ["--compare", "lstm"]], ids=["indrnn", "with-lstm"])
+def test_adding_resumed_run_equals_the_uninterrupted_one(compare, tmp_path, capsys):
+    # --until stops after a step with a checkpoint; --resume continues: the same batches, weights, optimiser state
+    # and learning-rate schedule, so every loss and test MSE equals the run made in one go, bit for bit (CPU).
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run_main(adding, TINY_ADDING + compare + ["--out", str(whole)], capsys)[0] == 0
+    status, out, err = run_main(adding, TINY_ADDING + compare + ["--out", str(parts), "--until", "3"], capsys)
+    assert status == 0, err
+    assert "stopped after step 3 of 6" in "\n".join(out) and ADDING_LINE.match(out[-1]).group(2) == "3"
+    assert [r[1] for r in _curve(parts) if r[0] == "indrnn"] == ["0", "1", "2", "3"]
+    assert json.loads((parts / "adding.json").read_text())["steps_done"] == 3
+    status, out, err = run_main(adding, TINY_ADDING + compare + ["--out", str(parts), "--resume"], capsys)
+    assert status == 0, err
+    assert _curve(parts) == _curve(whole)
+    summary, again = (json.loads((d / "adding.json").read_text()) for d in (whole, parts))
+    assert again["results"]["indrnn"]["test_mse"] == summary["results"]["indrnn"]["test_mse"]
+    assert again["steps_done"] == summary["steps_done"] == 6
+
+
+def test_adding_resume_checks_the_checkpoint_and_the_flags(tmp_path, capsys):
+    expect_flag_error(adding, TINY_ADDING + ["--out", str(tmp_path), "--resume"], capsys,
+                      "--resume", "no checkpoint")
+    assert run_main(adding, TINY_ADDING + ["--out", str(tmp_path), "--until", "3"], capsys)[0] == 0
+    changed = [a if a != "12" else "14" for a in TINY_ADDING]  # another --seq-len
+    expect_flag_error(adding, changed + ["--out", str(tmp_path), "--resume"], capsys,
+                      "--resume", "--seq-len 12", "given 14")
+    (tmp_path / adding.CHECKPOINT).write_bytes(b"\x80\x05N.")  # a pickle of None
+    expect_flag_error(adding, TINY_ADDING + ["--out", str(tmp_path), "--resume"], capsys, "not a version-1")
+
+
 @pytest.mark.parametrize("argv, needles", [
     pytest.param(["--steps", "-5"], ["--steps", "integer >= 1"], id="negative-steps"),
     pytest.param(["--steps", "0"], ["--steps"], id="zero-steps"),
@@ -136,6 +170,7 @@ def test_adding_learns_well_below_the_baseline(tmp_path, capsys):
     pytest.param(["--device", "cuda:7"], ["--device"], id="missing-gpu"),
     pytest.param(["--device", "toaster"], ["--device", "cpu"], id="unknown-device"),
     pytest.param(["--bogus"], ["--bogus"], id="unknown-flag"),
+    pytest.param(["--steps", "10", "--until", "11"], ["--until", "<= --steps (10)"], id="until-past-steps"),
 ])
 def test_adding_bad_flags_get_one_line_and_exit_2(argv, needles, tmp_path, capsys):
     if argv[:2] == ["--device", "cuda:7"]:

@@ -119,3 +119,16 @@ def test_adding_jax_bad_device_gets_one_line_and_exit_2(device, needles, tmp_pat
     assert len(lines) == 1 and "Traceback" not in err and "error:" in lines[0], err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def test_adding_jax_resumed_run_equals_the_uninterrupted_one(tmp_path, capsys):
+    # The Flax parameters and the optax state go through the checkpoint: the resumed run repeats the whole one.
+    def curve(path):
+        return [(r["model"], r["step"], r["train_loss"], r["test_mse"]) for r in read_csv(path / "adding.csv")]
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run_main(TINY_ADDING + ["--out", str(whole)], capsys)[0] == 0
+    assert run_main(TINY_ADDING + ["--out", str(parts), "--until", "3"], capsys)[0] == 0
+    status, out, err = run_main(TINY_ADDING + ["--out", str(parts), "--resume"], capsys)
+    assert status == 0, err
+    assert curve(parts) == curve(whole) and len(curve(whole)) == 7

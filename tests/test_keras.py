@@ -455,6 +455,18 @@ class Checks:
         result = summary["results"]["indrnn"]
         assert result["parameters"] == (2 * 8 + 8 + 8) + (8 * 8 + 8 + 8) + 9, result
         assert np.isfinite(result["test_mse"]) and summary["config"]["framework"] == "keras"
+        # --until then --resume (weights and Adam's moments through the checkpoint) repeats the run made in one go.
+        flags = ["--framework", "keras", "--seq-len", "12", "--steps", "4", "--hidden", "8", "--batch-size", "4",
+                 "--test-size", "8", "--eval-every", "2", "--quiet", "--device", "cpu"]
+        with tempfile.TemporaryDirectory() as whole, tempfile.TemporaryDirectory() as parts:
+            assert adding.main(flags + ["--out", whole]) == 0
+            assert adding.main(flags + ["--out", parts, "--until", "2"]) == 0
+            assert adding.main(flags + ["--out", parts, "--resume"]) == 0
+            curves = []
+            for folder in (whole, parts):
+                with open(os.path.join(folder, "adding.csv")) as f:
+                    curves.append([line.rsplit(",", 1)[0] for line in f])  # all but the seconds column
+        assert curves[0] == curves[1] and len(curves[0]) == 6, curves
 
     def check_benchmark_worker(self):
         # benchmarks/keras_bench.py's per-backend worker at a tiny size: gate, three models, one row each.

@@ -125,6 +125,15 @@ class Trainer:
         self.num_parameters = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(self.model, nnx.Param)))
         self.lr = config.lr
 
+    def get_state(self) -> dict:
+        """Parameters and optimiser state as nested dicts of NumPy arrays (picklable, for ``--resume``)."""
+        return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state((self.model, self.optimizer))))
+
+    def set_state(self, state: dict) -> None:
+        current = nnx.state((self.model, self.optimizer))
+        nnx.replace_by_pure_dict(current, state)
+        nnx.update((self.model, self.optimizer), jax.device_put(current, self.device))
+
     def set_lr(self, lr: float) -> None:
         self.lr = lr
 

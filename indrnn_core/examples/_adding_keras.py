@@ -91,6 +91,20 @@ class Trainer:
     def _on_device(self):
         return contextlib.nullcontext() if self.device == "auto" else keras.device(self.device)
 
+    def get_state(self) -> dict:
+        """Weights and optimiser variables as NumPy arrays (picklable, for ``--resume``)."""
+        optimizer = self.model.optimizer
+        return {"weights": self.model.get_weights(),
+                "optimizer": [keras.ops.convert_to_numpy(v) for v in optimizer.variables]}
+
+    def set_state(self, state: dict) -> None:
+        self.model.set_weights(state["weights"])
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        for variable, value in zip(optimizer.variables, state["optimizer"], strict=True):
+            variable.assign(value)
+
     def set_lr(self, lr: float) -> None:
         self.model.optimizer.learning_rate.assign(lr)
 

@@ -2,7 +2,8 @@
 train/test steps on the NumPy batches that ``adding.py`` generates.
 
 A backend for another framework is a module with the same two functions, ``resolve_device`` and ``build``, whose
-trainer has ``num_parameters``, ``set_lr(lr)``, ``train_step(x, y) -> float`` and ``test_mse(x, y) -> float``
+trainer has ``num_parameters``, ``get_state()`` / ``set_state(state)`` (picklable, for ``--resume``),
+``set_lr(lr)``, ``train_step(x, y) -> float`` and ``test_mse(x, y) -> float``
 (x ``[T, B, 2]``, y ``[B]``, NumPy float32).
 """
 from __future__ import annotations
@@ -70,6 +71,14 @@ class Trainer:
         if kind == "indrnn":
             register_recurrent_clipping(self.optimizer, self.model.rnn)
 
+    def get_state(self) -> dict:
+        """The model's and the optimiser's state on the CPU, picklable (for ``--resume``, on any device)."""
+        return _to_cpu({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
+
+    def set_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])  # moves the moments onto the parameters' device
+
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -95,6 +104,17 @@ class Trainer:
             xc, yc = self._tensors(np.ascontiguousarray(x[:, start:start + EVAL_CHUNK]), y[start:start + EVAL_CHUNK])
             total += nn.functional.mse_loss(self.model(xc), yc, reduction="sum").item()
         return total / x.shape[1]
+
+
+def _to_cpu(tree):
+    """``tree`` with every tensor detached and copied to the CPU (dicts, lists and tuples walked)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree
 
 
 def build(kind: str, config, device: torch.device) -> Trainer:

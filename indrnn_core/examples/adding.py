@@ -22,6 +22,11 @@ Example::
     $ indrnn-adding --compare lstm       # the same batches through an nn.LSTM of the same width and depth
     $ indrnn-adding --seq-len 1000 --steps 5000 --device cuda
     $ indrnn-adding --framework jax      # the same run in JAX: the Flax layer, optax's Adam
+    $ indrnn-adding --seq-len 5000 --steps 8000 --until 4000 --out runs/T5000   # half of a long run, then
+    $ indrnn-adding --seq-len 5000 --steps 8000 --out runs/T5000 --resume       # the rest (same numbers)
+
+A checkpoint (``checkpoint.pkl`` in ``--out``: every model's weights and optimiser state, the batch stream and the
+curves so far) is written at each evaluation, so a run killed in between resumes from its last evaluation.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -123,7 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train this model (same width, depth, optimiser and batches)")
     p.add_argument("--test-size", type=int_(1), default=1000, help="sequences in the fixed test set")
     p.add_argument("--eval-every", type=int_(1), default=None, metavar="N",
-                   help="steps between test evaluations (default: steps/20)")
+                   help="steps between test evaluations (default: steps/20); a checkpoint is saved at each")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose checkpoint is in --out (same flags; --device may differ)")
+    p.add_argument("--until", type=int_(1), default=None, metavar="STEP",
+                   help="stop after this step, save a checkpoint and the outputs so far (resume with --resume); "
+                        "the learning-rate schedule still spans --steps")
     _common.add_common_flags(p, out=os.path.join("runs", "adding"))
     return p
 
@@ -142,10 +153,48 @@ def _fmt(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.4g}"
 
 
+# Flags that define a run: a checkpoint resumes only under the same values (--device, --out, --quiet and --until
+# may change between the parts of a run).
+RUN_FLAGS = ("framework", "seq_len", "steps", "batch_size", "hidden", "layers", "lr", "lr_decay", "grad_clip",
+             "input_std", "magnitude", "compare", "test_size", "eval_every", "seed")
+CHECKPOINT = "checkpoint.pkl"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically (a killed run leaves the previous checkpoint intact)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump({"version": CHECKPOINT_VERSION, **state}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(parser: argparse.ArgumentParser, path: str, run: dict) -> dict:
+    """The checkpoint at ``path``, after checking it belongs to a run with the flags ``run``; a one-line error
+    naming the differing flags otherwise. A checkpoint is a pickle: resume only runs you made yourself."""
+    if not os.path.exists(path):
+        parser.error(f"argument --resume: no checkpoint at {path} (start the run without --resume first)")
+    with open(path, "rb") as f:
+        state = pickle.load(f)
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        parser.error(f"argument --resume: {path} is not a version-{CHECKPOINT_VERSION} indrnn-adding checkpoint")
+    differ = [f"--{k.replace('_', '-')} {state['run'].get(k)!r} (given {v!r})" for k, v in run.items()
+              if state["run"].get(k) != v]
+    if differ:
+        parser.error("argument --resume: the checkpoint was made with other flags: " + "; ".join(differ))
+    return state
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``indrnn-adding`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status (0)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.eval_every = args.eval_every or max(1, args.steps // 20)
+    if args.until is not None and args.until > args.steps:
+        parser.error(f"argument --until: pass a step <= --steps ({args.steps}), got {args.until}")
+    run = {k: getattr(args, k) for k in RUN_FLAGS}
+    checkpoint_path = os.path.join(args.out, CHECKPOINT)
+    resumed = load_checkpoint(parser, checkpoint_path, run) if args.resume else None
     framework = FRAMEWORKS[args.framework]
     backend = _common.require_framework(parser, framework.package, framework.backend, framework.install,
                                         label=f"framework {args.framework!r}")
@@ -163,68 +212,90 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_seed, test_seed = np.random.SeedSequence(args.seed).spawn(2)
     train_rng = np.random.default_rng(train_seed)
     x_test, y_test = adding_batch(np.random.default_rng(test_seed), args.test_size, args.seq_len)
-    eval_every = args.eval_every or max(1, args.steps // 20)
 
-    rows: list[tuple] = []  # model, step, train_loss, test_mse, seconds
-    test_curves = {name: ([], []) for name in names}
-    loss_curves = {name: ([], []) for name in names}
-    latest = {}
+    # Everything the loop accumulates: a checkpoint is exactly this, the models' states and the batch stream.
+    log = {"rows": [],  # model, step, train_loss, test_mse, seconds
+           "test_curves": {name: ([], []) for name in names},
+           "loss_curves": {name: ([], []) for name in names},
+           "latest": {}, "smoothed": {name: None for name in names}, "losses": {}}
 
     def evaluate(step: int) -> None:
         for name in names:
             with watches[name]:
                 mse = models[name].test_mse(x_test, y_test)
-            latest[name] = mse
-            test_curves[name][0].append(step)
-            test_curves[name][1].append(mse)
+            log["latest"][name] = mse
+            log["test_curves"][name][0].append(step)
+            log["test_curves"][name][1].append(mse)
 
-    evaluate(0)
-    for name in names:
-        rows.append((name, 0, None, f"{latest[name]:.6g}", f"{watches[name].seconds:.3f}"))
-    smoothed = {name: None for name in names}
-    bar = _common.progress(args.steps, f"adding T={args.seq_len}", args.quiet)
-    for step in range(1, args.steps + 1):
+    def checkpoint(step: int) -> None:
+        save_checkpoint(checkpoint_path, {
+            "run": run, "step": step, "rng": train_rng.bit_generator.state, "log": log,
+            "seconds": {n: watches[n].seconds for n in names},
+            "models": {n: models[n].get_state() for n in names}})
+
+    if resumed is None:
+        first = 1
+        evaluate(0)
+        for name in names:
+            log["rows"].append((name, 0, None, f"{log['latest'][name]:.6g}", f"{watches[name].seconds:.3f}"))
+    else:
+        first = resumed["step"] + 1
+        train_rng.bit_generator.state = resumed["rng"]
+        log = resumed["log"]
+        for name in names:
+            watches[name].seconds = resumed["seconds"][name]
+            models[name].set_state(resumed["models"][name])
+    last = args.until or args.steps
+    latest, smoothed, losses = log["latest"], log["smoothed"], log["losses"]
+    bar = _common.progress(last - first + 1, f"adding T={args.seq_len}", args.quiet)
+    for step in range(first, last + 1):
         x, y = adding_batch(train_rng, args.batch_size, args.seq_len)
         lr = cosine_lr(args.lr, args.lr_decay, step, args.steps)
-        losses = {}
         for name in names:
             with watches[name]:
                 models[name].set_lr(lr)
                 losses[name] = models[name].train_step(x, y)
             prev = smoothed[name]
             smoothed[name] = losses[name] if prev is None or math.isnan(prev) else 0.95 * prev + 0.05 * losses[name]
-            loss_curves[name][0].append(step)
-            loss_curves[name][1].append(losses[name])
-        evaluated = step % eval_every == 0 or step == args.steps
+            log["loss_curves"][name][0].append(step)
+            log["loss_curves"][name][1].append(losses[name])
+        evaluated = step % args.eval_every == 0 or step == last
         if evaluated:
             evaluate(step)
         for name in names:
-            rows.append((name, step, f"{losses[name]:.6g}", f"{latest[name]:.6g}" if evaluated else None,
-                         f"{watches[name].seconds:.3f}"))
+            log["rows"].append((name, step, f"{losses[name]:.6g}", f"{latest[name]:.6g}" if evaluated else None,
+                                f"{watches[name].seconds:.3f}"))
+        if evaluated:
+            checkpoint(step)
         postfix = {"loss": _fmt(smoothed["indrnn"]), "test_mse": _fmt(latest["indrnn"])}
         if args.compare:
             postfix[f"{args.compare}_mse"] = _fmt(latest[args.compare])
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
     bar.close()
+    if first > last:  # resumed a run that had already reached --until / --steps: rewrite the outputs only
+        last = first - 1
 
     csv_path = _common.write_csv(os.path.join(out_dir, "adding.csv"),
-                                 ["model", "step", "train_loss", "test_mse", "seconds"], rows)
+                                 ["model", "step", "train_loss", "test_mse", "seconds"], log["rows"])
     labels = {name: f"{'IndRNN' if name == 'indrnn' else name.upper()} ({models[name].num_parameters:,} params)"
               for name in names}
     png_path = _common.plot_curves(
         os.path.join(out_dir, "adding.png"),
-        {labels[n]: test_curves[n] for n in names},
-        faint={labels[n]: _thin(*loss_curves[n]) for n in names},
+        {labels[n]: log["test_curves"][n] for n in names},
+        faint={labels[n]: _thin(*log["loss_curves"][n]) for n in names},
         baseline=(BASELINE, "baseline 0.167"), logy=True, ymax=2.0, xlabel="training step",
         ylabel="MSE (test; training faint)",
         title=f"Adding problem, T={args.seq_len}, batch {args.batch_size}, {args.hidden}x{args.layers}")
     summary = {
         "config": {**asdict(config), "lr_decay": args.lr_decay, "steps": args.steps, "batch_size": args.batch_size,
                    "framework": args.framework, "device": str(device), "test_size": args.test_size},
+        "steps_done": last,
         "baseline": BASELINE,
         "results": {n: {"test_mse": latest[n], "seconds": round(watches[n].seconds, 3),
-                        "parameters": models[n].num_parameters} for n in names},
+                        "parameters": models[n].num_parameters,
+                        "first_step_below_0.01": next((s for s, m in zip(*log["test_curves"][n]) if m < 0.01), None)}
+                    for n in names},
     }
     json_path = os.path.join(out_dir, "adding.json")
     with open(json_path, "w") as f:
@@ -234,7 +305,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{name}: test_mse={_fmt(latest[name])} parameters={models[name].num_parameters} "
               f"seconds={watches[name].seconds:.1f}")
     print(f"wrote {csv_path}, {png_path}, {json_path}")
-    print(f"test_mse={_fmt(latest['indrnn'])} baseline=0.167 steps={args.steps} "
+    if last < args.steps:
+        print(f"stopped after step {last} of {args.steps}; continue with the same flags and --resume")
+    print(f"test_mse={_fmt(latest['indrnn'])} baseline=0.167 steps={last} "
           f"seconds={watches['indrnn'].seconds:.1f}")
     sys.stdout.flush()
     return 0
