@@ -290,6 +290,40 @@ def test_mnist_tiny_from_a_user_file(variant, fake_mnist, tmp_path, capsys):
                          [f"mnist-{variant}.csv", f"mnist-{variant}.png"], 1)
 
 
+def test_mnist_race_trains_both_models_on_the_same_batches(fake_mnist, tmp_path, capsys):
+    # --compare lstm with --epochs: one step each in turn over the same shuffled batches, so both end with the same
+    # step count; the CSV holds each model's validation curve, the JSON each test accuracy.
+    from indrnn_core.examples import mnist
+
+    argv = ["--data", str(fake_mnist), "--epochs", "2", "--layers", "2", "--hidden", "4", "--batch-size", "16",
+            "--val-fraction", "0.25", "--compare", "lstm", "--quiet", "--out", str(tmp_path)]
+    status, out, err = run_main(mnist, argv, capsys)
+    assert status == 0, err
+    assert CLASSIFY_LINE.match(out[-1]), out[-1]
+    summary = json.loads((tmp_path / "mnist-sequential-race.json").read_text())["results"]
+    steps = 2 * 2  # 30 training images in batches of 16, twice
+    assert summary["indrnn"]["steps"] == summary["lstm"]["steps"] == steps
+    assert summary["lstm"]["parameters"] == 4 * (4 * 1 + 4 * 4 + 2 * 4) + (4 * 10 + 10)  # nn.LSTM(1, 4) + Linear
+    for name in ("indrnn", "lstm"):
+        assert 0 <= summary[name]["test_acc"] <= 1
+        rows = [r for r in read_csv(tmp_path / "mnist-sequential-race.csv") if r["model"] == name]
+        assert rows[0]["step"] == "0" and rows[-1]["step"] == str(steps)  # the untrained and the final weights
+        assert all(0 <= float(r["val_acc"]) <= 1 for r in rows)
+    assert (tmp_path / "mnist-sequential-race.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mnist_race_stops_each_model_at_its_time_budget(fake_mnist, tmp_path, capsys):
+    from indrnn_core.examples import mnist
+
+    argv = ["--data", str(fake_mnist), "--layers", "1", "--hidden", "4", "--batch-size", "8",
+            "--val-fraction", "0.25", "--minutes", "0.005", "--quiet", "--out", str(tmp_path)]
+    status, out, err = run_main(mnist, argv, capsys)
+    assert status == 0, err
+    result = json.loads((tmp_path / "mnist-sequential-race.json").read_text())["results"]["indrnn"]
+    assert result["train_minutes"] >= 0.005 and result["steps"] >= 1
+    assert set(json.loads((tmp_path / "mnist-sequential-race.json").read_text())["results"]) == {"indrnn"}
+
+
 @pytest.mark.parametrize("name, argv, needles", [
     ("digits", ["--epochs", "0"], ["--epochs"]),
     ("digits", ["--dropout", "1.5"], ["--dropout", "[0, 1)"]),

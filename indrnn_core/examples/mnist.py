@@ -19,11 +19,19 @@ Example::
     $ python -m indrnn_core.examples.mnist --data ~/data/mnist.npz --permute
     $ python -m indrnn_core.examples.mnist --data /usr/share/datasets/fashion-mnist/     # an IDX folder
     $ python -m indrnn_core.examples.mnist --data ~/data/mnist.npz --limit 2000 --layers 2 --epochs 3   # a quick try
+    $ python -m indrnn_core.examples.mnist --data /usr/share/datasets/fashion-mnist/ --compare lstm --minutes 30
+
+``--compare lstm`` trains an ``nn.LSTM`` (``--lstm-layers`` x ``--hidden``, Adam ``--lstm-lr``, the usual pixel-MNIST
+baseline) beside the IndRNN, one step each in turn on the same batches; with ``--minutes`` each model trains until
+its own training time reaches the budget (no learning-rate drops: there are no epochs to wait on), so both had the
+same time on the same machine under the same load. It writes ``mnist-<variant>-race.{csv,png,json}``: validation
+accuracy against training minutes, and each model's test accuracy at the end.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import pickle
 import re
@@ -72,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the training images held out for validation")
     p.add_argument("--limit", type=int_(10), default=None, metavar="N",
                    help="use only the first N training and N test images (a quick try)")
+    race = p.add_argument_group(
+        "same-time comparison", "--compare lstm trains an nn.LSTM beside the IndRNN on the same batches, one step "
+        "each in turn; --minutes gives each model the same training time instead of a number of epochs")
+    race.add_argument("--compare", choices=("lstm",), default=None, help="the peer to train beside the IndRNN")
+    race.add_argument("--minutes", type=_common.positive_float, default=None,
+                      help="training time per model (its own steps only; evaluations not counted)")
+    race.add_argument("--eval-minutes", type=_common.positive_float, default=None, metavar="M",
+                      help="validation every M minutes of a model's training (default: --minutes/10)")
+    race.add_argument("--lstm-layers", type=int_(1), default=1, help="LSTM layers (of --hidden units)")
+    race.add_argument("--lstm-lr", type=_common.positive_float, default=1e-3, help="the LSTM's Adam learning rate")
     _common.add_common_flags(p, out=os.path.join("runs", "mnist"))
     return p
 
@@ -208,6 +226,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         for xb, yb in _torch.minibatches(x, y, size, generator))
 
     variant = "permuted" if args.permute else "sequential"
+    if args.compare or args.minutes:
+        return _race(args, model, optimizer, batches, sets, shuffle, out_dir, variant, len(train_idx))
     start = time.perf_counter()
     history, best = _torch.fit(model, optimizer, batches("train", shuffle), {"val": batches("val")},
                                epochs=args.epochs, grad_clip=10.0,
@@ -223,6 +243,114 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{best['val_acc']:.4f} at epoch {best['epoch']}; test accuracy there {test_acc:.4f}")
     print(f"wrote {csv_path}, {png_path}")
     print(_torch.summary_line(test_acc, args.epochs, seconds))
+    return 0
+
+
+def _lstm_classifier(hidden: int, layers: int, classes: int):
+    """The usual pixel-MNIST LSTM baseline, as its users write it: ``nn.LSTM(1, hidden, layers)`` and a Linear on the
+    last step, ``[T, B, 1] -> [B, classes]``."""
+    from torch import nn
+
+    class _LSTMClassifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(1, hidden, num_layers=layers)
+            self.classifier = nn.Linear(hidden, classes)
+
+        def forward(self, x):
+            return self.classifier(self.lstm(x)[0][-1])
+
+    return _LSTMClassifier()
+
+
+def _race(args, indrnn, indrnn_optimizer, batches, sets, shuffle, out_dir: str, variant: str, n_train: int) -> int:
+    """Train the IndRNN and (with --compare) a peer on the same batches, one step each in turn, each until its own
+    training time reaches --minutes (or for --epochs): both see the same data under the same machine load. Every
+    --eval-minutes of a model's training its validation accuracy is recorded; at the end, its test accuracy."""
+    import torch
+    from torch import nn
+
+    from indrnn_core.examples import _torch
+
+    models = {"indrnn": (indrnn, indrnn_optimizer)}
+    if args.compare:
+        _common.seed_torch(args.seed)
+        lstm = _lstm_classifier(args.hidden, args.lstm_layers, 10).to(indrnn.classifier.weight.device)
+        models["lstm"] = (lstm, torch.optim.Adam(lstm.parameters(), lr=args.lstm_lr))
+    budget = args.minutes * 60.0 if args.minutes else None
+    eval_every = (args.eval_minutes or (args.minutes or 10.0) / 10) * 60.0
+    watches = {name: _common.Stopwatch() for name in models}
+    steps = {name: 0 for name in models}
+    next_eval = {name: eval_every for name in models}
+    rows = []  # model, step, epoch, train_minutes, train_loss, val_acc
+    losses = {name: [] for name in models}
+    steps_per_epoch = -(-n_train // args.batch_size)
+
+    def evaluate(name: str, epoch: float) -> None:
+        model = models[name][0]
+        _torch.recalibrate_batch_norm(model, batches("train", shuffle)())
+        acc = _torch.accuracy(model, batches("val")())
+        rows.append((name, steps[name], round(epoch, 3), round(watches[name].seconds / 60, 3),
+                     float(np.mean(losses[name][-50:])) if losses[name] else float("nan"), acc))
+
+    for name in models:
+        evaluate(name, 0.0)
+    active = list(models)
+    bar = _common.progress(None if budget else args.epochs * steps_per_epoch, f"{variant} race", args.quiet)
+    epoch = 0
+    while active and (budget or epoch < args.epochs):
+        for xb, yb in batches("train", shuffle)():
+            for name in list(active):
+                model, optimizer = models[name]
+                model.train()
+                with watches[name]:
+                    loss = nn.functional.cross_entropy(model(xb), yb)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                    optimizer.step()
+                    losses[name].append(loss.item())
+                steps[name] += 1
+                out_of_time = budget is not None and watches[name].seconds >= budget
+                if watches[name].seconds >= next_eval[name] or out_of_time:
+                    next_eval[name] += eval_every
+                    evaluate(name, steps[name] / steps_per_epoch)
+                if out_of_time:
+                    active.remove(name)
+            bar.set_postfix({n: f"{watches[n].seconds / 60:.1f}min acc {[r for r in rows if r[0] == n][-1][5]:.3f}"
+                             for n in models}, refresh=False)
+            bar.update(1)
+            if not active:
+                break
+        epoch += 1
+    bar.close()
+    for name in models:  # the last evaluation must hold the final weights (an --epochs run ends between evaluations)
+        if [r for r in rows if r[0] == name][-1][1] != steps[name]:
+            evaluate(name, steps[name] / steps_per_epoch)
+
+    results = {}
+    for name, (model, _) in models.items():
+        results[name] = {"test_acc": _torch.accuracy(model, batches("test")()), "steps": steps[name],
+                         "epochs": round(steps[name] / steps_per_epoch, 3),
+                         "train_minutes": round(watches[name].seconds / 60, 2),
+                         "parameters": sum(p.numel() for p in model.parameters())}
+    stem = os.path.join(out_dir, f"mnist-{variant}-race")
+    csv_path = _common.write_csv(stem + ".csv", ["model", "step", "epoch", "train_minutes", "train_loss", "val_acc"],
+                                 rows)
+    label = {"indrnn": f"IndRNN {args.layers}x{args.hidden}", "lstm": f"LSTM {args.lstm_layers}x{args.hidden}"}
+    curves = {f"{label[n]}: test {results[n]['test_acc']:.4f}":
+              ([r[3] for r in rows if r[0] == n], [r[5] for r in rows if r[0] == n]) for n in models}
+    png_path = _common.plot_curves(stem + ".png", curves, xlabel="training minutes (each model its own)",
+                                   ylabel="validation accuracy",
+                                   title=f"{variant} {os.path.basename(os.path.normpath(args.data))}, T={SEQ_LEN}")
+    with open(stem + ".json", "w") as f:
+        json.dump({"config": {k: v for k, v in vars(args).items()}, "results": results}, f, indent=2)
+    for name, r in results.items():
+        print(f"{name}: test_acc={r['test_acc']:.4f} steps={r['steps']} epochs={r['epochs']} "
+              f"train_minutes={r['train_minutes']} parameters={r['parameters']}")
+    print(f"wrote {csv_path}, {png_path}, {stem}.json")
+    print(_torch.summary_line(results["indrnn"]["test_acc"], int(results["indrnn"]["epochs"]),
+                              watches["indrnn"].seconds))
     return 0
 
 
