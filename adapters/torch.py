@@ -44,7 +44,7 @@ _functorch_transforms_active = torch._C._are_functorch_transforms_active
 
 import indrnn_core as _core
 from indrnn_core import _validate
-from indrnn_core._device_view import DeviceView
+from indrnn_core._device_view import DeviceView, bfloat16 as _np_bfloat16
 from indrnn_core.layers import StackSpec, check_bool
 
 __all__ = [
@@ -57,6 +57,9 @@ __all__ = [
 # 1. Custom ops
 # ----------------------------------------------------------------------------------------------------------------
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+# Half-precision storage runs on CUDA only (the kernels compute in float32; u, b, gu, gb stay float32).
+_HALF = (torch.float16, torch.bfloat16)
+_KERNEL_DTYPES = (torch.float32, torch.float64, *_HALF)
 
 
 def _empty(shape, like: Tensor):
@@ -78,14 +81,19 @@ def _empty(shape, like: Tensor):
 
 def _check_supported(**named: Optional[Tensor]) -> None:
     """What the kernels cannot take, rejected before any tensor is converted (which would fail with an error that
-    names no argument): dtypes other than float32/float64, devices other than the CPU and CUDA."""
+    names no argument): dtypes other than float32/float64 (float16/bfloat16 on CUDA), devices other than the CPU
+    and CUDA. The core checks the rest of the dtype contract (one data dtype; u and b float32 with half data)."""
     for name, t in named.items():
         if t is None:
             continue
-        if t.dtype not in _NUMPY_DTYPES:
-            raise TypeError(f"{name} must have dtype float32 or float64, got {t.dtype}")
+        if t.dtype not in _KERNEL_DTYPES:
+            raise TypeError(f"{name} must have dtype float32 or float64 (float16 or bfloat16 on CUDA), "
+                            f"got {t.dtype}")
         if not (t.is_cpu or t.is_cuda):
             raise ValueError(f"{name} must be a CPU or CUDA tensor, got one on {t.device}")
+        if t.dtype in _HALF and not t.is_cuda:
+            raise TypeError(f"{name} has dtype {t.dtype}: half precision (float16, bfloat16) runs on CUDA only; "
+                            "use float32 on the CPU")
 
 
 def _cuda_view(t: Tensor) -> DeviceView:
@@ -93,11 +101,14 @@ def _cuda_view(t: Tensor) -> DeviceView:
     ``Tensor.__cuda_array_interface__`` is a Python property that costs ~8 us per read on an H100 host. The view
     holds the tensor, so its memory stays allocated while the core uses it."""
     itemsize = t.element_size()
-    return DeviceView(t.data_ptr(), tuple(t.shape), tuple([s * itemsize for s in t.stride()]),
-                      _NUMPY_DTYPES_BY_TORCH[t.dtype], False, t)
+    dtype = _NUMPY_DTYPES_BY_TORCH.get(t.dtype)
+    if dtype is None:  # bfloat16: NumPy's tag for it is found once, when the first bfloat16 tensor arrives
+        dtype = _NUMPY_DTYPES_BY_TORCH[t.dtype] = _np_bfloat16()
+    return DeviceView(t.data_ptr(), tuple(t.shape), tuple([s * itemsize for s in t.stride()]), dtype, False, t)
 
 
-_NUMPY_DTYPES_BY_TORCH = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_NUMPY_DTYPES_BY_TORCH = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+                          torch.float16: np.dtype(np.float16)}
 
 
 def _array(t: Optional[Tensor]):
@@ -107,7 +118,7 @@ def _array(t: Optional[Tensor]):
     if t is None:
         return None
     if t.is_cuda:
-        return _cuda_view(t) if t.dtype in _NUMPY_DTYPES else t  # (lengths: integers, read through torch's interface)
+        return _cuda_view(t) if t.dtype in _KERNEL_DTYPES else t  # (lengths: integers, read by their interface)
     return (t.detach() if t.requires_grad else t).numpy()
 
 
@@ -155,10 +166,12 @@ def _backward_impl(grad_h: Tensor, h: Tensor, u: Tensor, h0: Optional[Tensor], l
                  reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(gx shaped like h, gu [H], gb [H], gh0 [B, H]); ``grad_hn`` [B, H] is the final state's gradient."""
     _check_supported(grad_h=grad_h, h=h, u=u, h0=h0, grad_hn=grad_hn)
+    # gu and gb in u's dtype (float32 when h is float16/bfloat16: the kernels accumulate them in float32).
     (gx, gx_out), (gu, gu_out), (gb, gb_out), (gh0, gh0_out) = (
-        _empty(shape, h) for shape in _validate.gradient_shapes(h.shape, batch_first))
-    # On CUDA the kernels' scratch comes from torch's caching allocator (stream-ordered, no cudaMalloc per call).
-    workspace = _cuda_view(torch.empty((2, *gh0.shape), dtype=h.dtype, device=h.device)) if h.is_cuda else None
+        _empty(shape, like) for shape, like in zip(_validate.gradient_shapes(h.shape, batch_first), (h, u, u, h)))
+    # On CUDA the kernels' scratch comes from torch's caching allocator (stream-ordered, no cudaMalloc per call,
+    # and capturable in a CUDA graph, where nothing may be allocated outside torch's allocator).
+    workspace = _cuda_view(torch.empty((2, *gh0.shape), dtype=u.dtype, device=h.device)) if h.is_cuda else None
     guard, stream = _cuda_launch_context(h)
     with guard:
         _core.backward(_array(grad_h), _array(h), _array(u), _array(h0), activation=activation,
@@ -172,7 +185,8 @@ _backward_op = torch.library.custom_op("indrnn::backward", mutates_args=())(_bac
 
 @_backward_op.register_fake
 def _(grad_h, h, u, h0, lengths, grad_hn, activation, batch_first, reverse):
-    return tuple(h.new_empty(shape) for shape in _validate.gradient_shapes(h.shape, batch_first))
+    return tuple(like.new_empty(shape) for shape, like in zip(_validate.gradient_shapes(h.shape, batch_first),
+                                                               (h, u, u, h)))
 
 
 def _setup_context(ctx, inputs, output):
@@ -195,10 +209,31 @@ def _backward(ctx, grad_h, grad_hn):
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
-# Mixed precision: under torch.autocast the kernels (float32/float64 only) run in float32, like the ops on autocast's
-# float32 list: floating inputs (e.g. a bfloat16 projection) are cast, and their gradients cast back.
-for _device_type in ("cpu", "cuda"):
-    torch.library.register_autocast("indrnn::forward", _device_type, torch.float32)
+# Mixed precision. On the CPU (float32/float64 kernels) the op runs in float32 under torch.autocast, like the ops on
+# autocast's float32 list: floating inputs (e.g. a bfloat16 projection) are cast, and their gradients cast back.
+torch.library.register_autocast("indrnn::forward", "cpu", torch.float32)
+# On CUDA it keeps autocast's dtype: x and h0 (and so h, h_n and their gradients) in float16/bfloat16 storage,
+# u and b in float32 as autocast keeps parameters (the kernels compute and accumulate gu, gb in float32). float64
+# tensors are left alone, as autocast does.
+_autocast_lib = torch.library.Library("indrnn", "IMPL")
+
+
+def _autocast_to(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64 or not t.is_cuda:
+        return t
+    return t.to(dtype)
+
+
+def _autocast_cuda_forward(keyset, x, u, b, h0, lengths, activation, batch_first, reverse):
+    dtype = torch.get_autocast_dtype("cuda")
+    storage = dtype if dtype in _HALF else torch.float32
+    with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCUDA)):
+        return _forward_overload(_autocast_to(x, storage), _autocast_to(u, torch.float32),
+                                 _autocast_to(b, torch.float32), _autocast_to(h0, storage), lengths, activation,
+                                 batch_first, reverse)
+
+
+_autocast_lib.impl("forward", _autocast_cuda_forward, "AutocastCUDA", with_keyset=True)
 
 # The OpOverloads themselves: calling them skips CustomOpDef.__call__'s extra Python frame on every call.
 _forward_overload = torch.ops.indrnn.forward.default
@@ -281,6 +316,8 @@ _PLAIN_TENSORS = (Tensor, nn.Parameter)
 
 def _forward(x, u, b, h0, lengths, activation, batch_first, reverse):
     """``indrnn::forward`` -> (h, final state), by the cheapest route that gives the same result and gradients."""
+    if x.dtype in _HALF and u.dtype in _HALF:  # a module in .half()/.bfloat16(): the kernels take u, b in float32
+        u, b = u.float(), (None if b is None else b.float())  # (their gradients are cast back by autograd)
     if not _eager(x, u, b, h0):
         if (_functorch_transforms_active() and not torch.compiler.is_compiling() and not _any_autocast_enabled()
                 and _current_dispatch_mode() is None and not _function_mode_enabled()):
@@ -301,7 +338,13 @@ def _as_lengths(lengths) -> Optional[Tensor]:
     if lengths is None:
         return None
     if isinstance(lengths, Tensor):
-        return lengths if lengths.device.type == "cpu" else lengths.cpu()
+        if lengths.device.type == "cpu":
+            return lengths
+        if lengths.is_cuda and torch.cuda.is_current_stream_capturing():
+            # In a CUDA graph nothing may be read back: the kernels take int64 lengths on the device as they are
+            # (clamped to [0, T]; their values cannot be checked during capture).
+            return lengths.long()
+        return lengths.cpu()
     return torch.as_tensor(lengths)
 
 

@@ -23,6 +23,15 @@ the per-call rows wall clock with a synchronise after each batch of calls (host 
 Nothing is timed before the correctness gate passes (``GateError`` otherwise).
 
     python -m benchmarks.torch_bench --config mnist            # standalone; or through python -m benchmarks
+
+Issue 14's GPU targets (``--gpu-targets``, CUDA only, instead of the rows above): the two custom ops' fwd+bwd with
+bfloat16 storage over the same in float32 at B=256, H=1024, T=1000 (target <= 0.6x), and a training step
+(forward + backward of one IndRNN layer, as the step rows) captured once in a CUDA graph and replayed, over cuDNN's
+``nn.RNN(relu)`` step in the same run, at T=784, B=64, H=128 (target: at least 2x faster than the eager cuDNN step;
+the captured cuDNN step is reported beside it). Each is gated first (bfloat16 against float32 within the storage's
+tolerance; the replayed step's gradients equal eager's).
+
+    python -m benchmarks.torch_bench --device cuda --gpu-targets --json half_graphs.json
 """
 from __future__ import annotations
 
@@ -43,6 +52,9 @@ TARGET_OVERHEAD_PCT = 10.0  # adapter fwd+bwd over the raw kernels, at T=784, B=
 TARGET_CALL_US = 50.0  # adapter per-call overhead at T=1
 OVERHEAD_ROUNDS = 40  # paired rounds (at least) behind each fwd+bwd overhead figure
 TARGET_SHAPE = (784, 64, 128)
+TARGET_BF16_RATIO = 0.6  # bfloat16 fwd+bwd time / float32's, at BF16_SHAPE
+BF16_SHAPE = (1000, 256, 1024)  # T, B, H (the "wide" config)
+TARGET_GRAPH_SPEEDUP = 2.0  # eager cuDNN nn.RNN(relu) step time / captured IndRNN step time, at TARGET_SHAPE
 ADAPTER_NAME = "indrnn() + autograd"
 FLOOR_NAME = "autograd floor (bare Function, out=)"
 ALLOCATING_NAME = "core kernels (out=None)"
@@ -551,6 +563,123 @@ def format_row(r: dict) -> str:
     return s
 
 
+# ------------------------------------------------------------------------------------------ issue 14 GPU targets
+def _ops_fwdbwd(T, B, H, device, tdt):
+    """fwd+bwd of the custom ops called directly (torch allocates the outputs): data in ``tdt``, u and b float32."""
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(0)
+    x, grad = (torch.randn(T, B, H, device=device, generator=g).to(tdt) for _ in range(2))
+    u, b = torch.rand(H, device=device, generator=g), torch.randn(H, device=device, generator=g) * 0.1
+    fwd, bwd = torch.ops.indrnn.forward.default, torch.ops.indrnn.backward.default
+
+    def run():
+        h, _ = fwd(x, u, b, None, None, "relu", False, False)
+        return (h, *bwd(grad, h, u, None, None, None, "relu", False, False))
+
+    return run
+
+
+def _graph_step(model, x, grad):
+    """A forward + backward step of ``model`` captured in a CUDA graph (after a side-stream warm-up): returns the
+    replay callable and the parameters' gradient tensors the replays write."""
+    import torch
+
+    def step():
+        model(x)[0].backward(grad)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            model.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    model.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay, [p.grad for p in model.parameters()]
+
+
+def gpu_target_rows(device="cuda", repeats: int = 20, max_seconds: float = 20.0, log=None) -> list[dict]:
+    """Issue 14's two GPU targets, measured (module docstring); rows as :func:`run`'s, with ``ratio``."""
+    import torch
+
+    from indrnn_core.testing import default_tolerance
+
+    log = log or (lambda *a: None)
+    rows = []
+    T, B, H = BF16_SHAPE
+    shape = _Shape("wide", T, B, H)
+    f32, bf16 = _ops_fwdbwd(T, B, H, device, torch.float32), _ops_fwdbwd(T, B, H, device, torch.bfloat16)
+    # gate: bfloat16 storage against float32 on the same rounded inputs (x rounded in both; small T for the check)
+    xs = torch.randn(50, 4, 64, device=device).bfloat16()
+    us = torch.rand(64, device=device)
+    h16, _ = torch.ops.indrnn.forward(xs, us, None, None, None, "relu", False, False)
+    h32, _ = torch.ops.indrnn.forward(xs.float(), us, None, None, None, "relu", False, False)
+    err = float((h16.float() - h32).abs().max() / (1 + h32.abs().max()))
+    if not err <= default_tolerance("bfloat16", 50, 4)["h"]:
+        raise GateError(f"bfloat16 gate failed: scaled error {err:.2e}")
+    t = _measure({"float32": f32, "bfloat16": bf16}, repeats, device, max_seconds=max_seconds, events=True)
+    for name in ("float32", "bfloat16"):
+        rows.append(_row(f"ops fwd+bwd ({name} storage)", shape, T, name, device, "fwdbwd", _public(t[name]),
+                         ratio=t[name]["seconds_median"] / t["float32"]["seconds_median"]))
+
+    T, B, H = TARGET_SHAPE
+    shape = _Shape("mnist", T, B, H)
+    models = _models(H, device, torch.float32)
+    x = torch.randn(T, B, H, device=device)
+    grad = torch.randn(T, B, H, device=device)
+    fns = {}
+    for name in ("IndRNN (indrnn_core)", "nn.RNN(relu)"):
+        model = models[name]
+
+        def eager(model=model):
+            model.zero_grad(set_to_none=True)
+            model(x)[0].backward(grad)
+
+        eager()
+        want = [p.grad.clone() for p in model.parameters()]
+        fns[f"{name} eager step"] = eager
+        try:
+            replay, grads = _graph_step(model, x, grad)
+        except RuntimeError as exc:  # the peer's capture is informative only: report, go on
+            if name.startswith("IndRNN"):
+                raise
+            log(f"({name}: CUDA graph capture failed: {exc})")
+            continue
+        replay()
+        torch.cuda.synchronize()
+        if not all(torch.allclose(g, w, rtol=1e-5, atol=1e-5) for g, w in zip(grads, want)):
+            raise GateError(f"CUDA graph gate failed: the replayed {name} step's gradients differ from eager's")
+        fns[f"{name} CUDA graph step"] = replay
+    t = _measure(fns, repeats, device, max_seconds=max_seconds, events=True)
+    base = t["nn.RNN(relu) eager step"]["seconds_median"]
+    for name, timing in t.items():
+        rows.append(_row(name, shape, T, "float32", device, "step", _public(timing),
+                         ratio=timing["seconds_median"] / base))
+    for r in rows:
+        log(format_row(r) + f"  ratio {r['ratio']:.3f}")
+    return rows
+
+
+def gpu_targets(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if r["impl"] == "ops fwd+bwd (bfloat16 storage)":
+            out.append({"name": f"bfloat16 fwd+bwd / float32 at T={r['T']}, B={r['B']}, H={r['H']}",
+                        "measured": r["ratio"], "unit": "x", "target": TARGET_BF16_RATIO,
+                        "passed": r["ratio"] <= TARGET_BF16_RATIO, "device": r["device"]})
+        if r["impl"] == "IndRNN (indrnn_core) CUDA graph step":
+            speedup = 1.0 / r["ratio"]
+            out.append({"name": f"captured IndRNN step speed-up over eager cuDNN nn.RNN(relu) at T={r['T']}, "
+                                f"B={r['B']}, H={r['H']}", "measured": speedup, "unit": "x",
+                        "target": TARGET_GRAPH_SPEEDUP, "passed": speedup >= TARGET_GRAPH_SPEEDUP,
+                        "device": r["device"]})
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.torch_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -563,6 +692,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="torch and numba threads (default: theirs); 1 gives steadier figures on a shared machine")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the rows here")
+    p.add_argument("--gpu-targets", action="store_true",
+                   help="measure issue 14's bfloat16 and CUDA-graph targets instead (CUDA only)")
     args = p.parse_args(argv)
     import torch
 
@@ -576,6 +707,23 @@ def main(argv=None) -> int:
 
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba {numba.__version__} "
           f"({numba.get_num_threads()} threads), device {args.device}")
+    if args.gpu_targets:
+        if not args.device.startswith("cuda"):
+            p.error("--gpu-targets needs --device cuda")
+        try:
+            rows = gpu_target_rows(args.device, max(args.repeats, 20), args.max_seconds, log=print)
+        except GateError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        found = gpu_targets(rows)
+        for t in found:
+            print(f"target {t['name']} ({t['device']}): {t['measured']:.3f} {t['unit']} (target "
+                  f"{'<=' if t['unit'] == 'x' and t['target'] < 1 else '>='} {t['target']:g})  "
+                  f"{'PASS' if t['passed'] else 'MISS'}")
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows, "targets": found}, indent=1))
+            print(f"wrote {args.json}")
+        return 0 if all(t["passed"] for t in found) else 2
     try:
         rows = run(args.config, args.device, args.repeats, dtype=args.dtype, max_seconds=args.max_seconds,
                    log=print)

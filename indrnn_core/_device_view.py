@@ -5,7 +5,7 @@ launchers (``indrnn_core.cuda._launch``) read these fields directly."""
 
 import numpy as np
 
-__all__ = ["DeviceView", "c_strides"]
+__all__ = ["DeviceView", "bfloat16", "c_strides", "is_bfloat16"]
 
 
 class DeviceView:
@@ -52,3 +52,25 @@ def c_strides(shape, itemsize):
         strides.append(step)
         step *= d
     return tuple(strides[::-1])
+
+
+_BFLOAT16 = []  # the dtype, found once
+
+
+def bfloat16():
+    """The NumPy dtype that tags bfloat16 data. NumPy has none: ml_dtypes' ``bfloat16`` (the one JAX and TensorFlow
+    use) when it is installed, else a 2-byte structured dtype of our own. Only the tag matters: the CUDA kernels
+    read and write bfloat16 as its uint16 bit pattern (``indrnn_core.cuda.recurrence`` says why)."""
+    if not _BFLOAT16:
+        try:
+            import ml_dtypes
+
+            _BFLOAT16.append(np.dtype(ml_dtypes.bfloat16))
+        except ImportError:
+            _BFLOAT16.append(np.dtype([("bfloat16", "<u2")]))
+    return _BFLOAT16[0]
+
+
+def is_bfloat16(dtype):
+    """Whether NumPy ``dtype`` is bfloat16 (ml_dtypes' or the tag of :func:`bfloat16`), without importing anything."""
+    return dtype.itemsize == 2 and (dtype.name == "bfloat16" or dtype.names == ("bfloat16",))

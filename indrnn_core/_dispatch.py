@@ -28,6 +28,53 @@ def _u_abs_max(u, device):
     return float(np.abs(u).max())
 
 
+def _lengths(lengths, T, B, device, stream):
+    """``lengths`` as the kernels take it: a checked host int64 [B] array (all T when None) or, for an int64 CUDA
+    array while ``stream`` is being captured into a CUDA graph (no value may be read back then), that device array
+    itself, checked for shape and dtype only (the CUDA kernels clamp it to [0, T]). An eager CUDA ``lengths`` is
+    copied to the host and checked (that waits for the stream), then used on the device as it is when int64."""
+    if device != "cuda" or lengths is None or not v.is_cuda_array(lengths):
+        return v.host_lengths(lengths, T, B)
+    from . import cuda as _cuda
+
+    d_lengths = _cuda.as_device_array(lengths, "lengths")
+    v.check_device_lengths(d_lengths, B)
+    int64 = np.dtype(d_lengths.dtype) == np.int64
+    if _cuda.is_capturing(stream):
+        if not int64:
+            raise TypeError(f"lengths must be int64 during CUDA graph capture, got {np.dtype(d_lengths.dtype)}")
+        return d_lengths
+    host = v.host_lengths(lengths, T, B)
+    return d_lengths if int64 and B and host.min() < T else host
+
+
+def _host(lengths, T, B):
+    """Host lengths for the time-parallel kernels (which take them on the host)."""
+    if isinstance(lengths, np.ndarray):
+        return lengths
+    from . import cuda as _cuda
+
+    return v.host_lengths(_cuda.copy_to_host(lengths), T, B)
+
+
+def _cuda_empty(cuda, shape, dtype, stream, name):
+    """A device array the core allocates itself (Numba's allocator): refused during CUDA graph capture."""
+    if cuda.is_capturing(stream):
+        raise ValueError(f"{name}: during CUDA graph capture pass out= buffers from the capturing framework's "
+                         "allocator (nothing may be allocated here)")
+    return cuda.device_empty(shape, dtype, stream)
+
+
+def _time_parallel(time_parallel, dtype, device, T, B, H, act, forward, u):
+    """Whether to run the time-parallel kernels: float32/float64 data only."""
+    if v.is_half(dtype):
+        if time_parallel:
+            raise ValueError("time_parallel=True runs float32/float64 data only; pass time_parallel=None or False "
+                             "for float16/bfloat16")
+        return False
+    return tp.choose(time_parallel, device, T, B, H, act, forward, lambda: _u_abs_max(u, device))
+
+
 def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False,
             out=None, final_state_out=None, stream=None, time_parallel=None):
     """Run the IndRNN recurrence over all steps: ``h_t = act(x_t + u * h_{t-1} + b)``, ``h_{-1} = h0``.
@@ -64,25 +111,26 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
     if device == "cuda":
         cuda = _cuda_module("x")
         x, u, b, h0 = (cuda.as_device_array(a, n) for a, n in zip((x, u, b, h0), ("x", "u", "b", "h0")))
-    dtype = v.check_dtype({"x": x, "u": u, "b": b, "h0": h0})
+    dtype, _ = v.check_dtypes({"x": x, "h0": h0}, {"u": u, "b": b}, device)
     T, B, H = v.sequence_shape("x", x, batch_first)
     v.check_shape("u", u, (H,))
     v.check_shape("b", b, (H,))
     v.check_shape("h0", h0, (B, H))
-    lengths = v.host_lengths(lengths, T, B)
+    lengths = _lengths(lengths, T, B, device, stream)
     final = None if final_state_out is None else v.check_out("final_state_out", final_state_out, (B, H), dtype,
                                                              device)
-    scan = tp.choose(time_parallel, device, T, B, H, act, True, lambda: _u_abs_max(u, device))
+    scan = _time_parallel(time_parallel, dtype, device, T, B, H, act, True, u)
     if device == "cpu":
         if out is None:
             out = host_cache.empty(x.shape, dtype)
         v.check_out("out", out, x.shape, dtype, device)
         (cpu_scan if scan else cpu).forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final)
         return out
-    out_arr = cuda.device_empty(x.shape, dtype, stream) if out is None else out
+    out_arr = _cuda_empty(cuda, x.shape, dtype, stream, "out") if out is None else out
     out_view = v.check_out("out", out_arr, x.shape, dtype, device)
     if scan:
-        cuda.scan_forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out_view, final, stream)
+        cuda.scan_forward_into(x, u, b, h0, _host(lengths, T, B), reverse, act, batch_first, out_view, final,
+                               stream)
     else:
         cuda.forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out_view, final, stream)
     return out_arr
@@ -122,29 +170,36 @@ def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, len
         cuda = _cuda_module("h")
         grad_h, h, u, h0, grad_hn = (cuda.as_device_array(a, n) for a, n in zip(
             (grad_h, h, u, h0, grad_hn), ("grad_h", "h", "u", "h0", "grad_hn")))
-    dtype = v.check_dtype({"grad_h": grad_h, "h": h, "u": u, "h0": h0, "grad_hn": grad_hn})
+    dtype, param_dtype = v.check_dtypes({"grad_h": grad_h, "h": h, "h0": h0, "grad_hn": grad_hn}, {"u": u},
+                                        device)
     T, B, H = v.sequence_shape("h", h, batch_first)
     v.check_shape("grad_h", grad_h, h.shape)
     v.check_shape("u", u, (H,))
     v.check_shape("h0", h0, (B, H))
     v.check_shape("grad_hn", grad_hn, (B, H))
-    lengths = v.host_lengths(lengths, T, B)
+    lengths = _lengths(lengths, T, B, device, stream)
     shapes = (h.shape, (H,), (H,), (B, H))
+    dtypes = (dtype, param_dtype, param_dtype, dtype)  # gu, gb in u's dtype (float32 for half-precision data)
     if device == "cpu":
-        out = tuple(host_cache.empty(s, dtype) if o is None else o for o, s in zip(out, shapes))
+        out = tuple(host_cache.empty(s, dt) if o is None else o for o, s, dt in zip(out, shapes, dtypes))
     else:
-        out = tuple(cuda.device_empty(s, dtype, stream) if o is None else o for o, s in zip(out, shapes))
-    views = [v.check_out(f"out[{i}] ({name})", o, s, dtype, device)
-             for i, (name, o, s) in enumerate(zip(names, out, shapes))]
-    scan = tp.choose(time_parallel, device, T, B, H, act, False, lambda: _u_abs_max(u, device))
+        out = tuple(_cuda_empty(cuda, s, dt, stream, f"out[{i}] ({name})") if o is None else o
+                    for i, (name, o, s, dt) in enumerate(zip(names, out, shapes, dtypes)))
+    views = [v.check_out(f"out[{i}] ({name})", o, s, dt, device)
+             for i, (name, o, s, dt) in enumerate(zip(names, out, shapes, dtypes))]
+    scan = _time_parallel(time_parallel, dtype, device, T, B, H, act, False, u)
     if device == "cpu":
         (cpu_scan if scan else cpu).backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
                                                   *views)
     elif scan:
-        cuda.scan_backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *views, stream)
+        cuda.scan_backward_into(grad_h, h, u, h0, _host(lengths, T, B), reverse, act, batch_first, grad_hn, *views,
+                                stream)
     else:
         if workspace is not None:
-            workspace = v.check_out("workspace", workspace, (2, B, H), dtype, device)
+            workspace = v.check_out("workspace", workspace, (2, B, H), param_dtype, device)
+        elif cuda.is_capturing(stream):
+            raise ValueError("workspace: during CUDA graph capture backward needs a [2, B, H] workspace from the "
+                             "capturing framework's allocator (nothing may be allocated here)")
         cuda.backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *views, stream,
                            workspace=workspace)
     return out
@@ -159,12 +214,12 @@ def final_state(h, h0=None, lengths=None, reverse=False, batch_first=False, *, s
     if device == "cuda":
         cuda = _cuda_module("h")
         h, h0 = cuda.as_device_array(h, "h"), cuda.as_device_array(h0, "h0")
-    dtype = v.check_dtype({"h": h, "h0": h0})
+    dtype, _ = v.check_dtypes({"h": h, "h0": h0}, {}, device)
     T, B, H = v.sequence_shape("h", h, batch_first)
     v.check_shape("h0", h0, (B, H))
-    lengths = v.host_lengths(lengths, T, B)
+    lengths = _lengths(lengths, T, B, device, stream)
     if device == "cuda":
-        out = cuda.device_empty((B, H), dtype, stream)
+        out = _cuda_empty(cuda, (B, H), dtype, stream, "the result")
         cuda.final_state_into(h, h0, lengths, reverse, batch_first, cuda.as_device_array(out), stream)
         return out
     h_tm = np.swapaxes(h, 0, 1) if batch_first else h

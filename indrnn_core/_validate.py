@@ -11,8 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._activations import ACTIVATION_CODES
+from ._device_view import is_bfloat16
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT32 = np.dtype(np.float32)
 
 
 def is_cuda_array(a):
@@ -64,6 +66,59 @@ def check_dtype(named_arrays):
         elif dt != dtype:
             raise TypeError(f"all arrays must share one dtype: {first} is {dtype} but {name} is {dt}")
     return dtype
+
+
+def is_half(dtype):
+    """float16 or bfloat16: storage dtypes the CUDA kernels read and write, doing their math in float32."""
+    return dtype == np.float16 or is_bfloat16(dtype)
+
+
+def _dtype_name(dt):
+    return "bfloat16" if is_bfloat16(dt) else str(dt)
+
+
+def check_dtypes(data, params, device):
+    """The dtype contract of ``forward``/``backward``: ``(storage dtype, parameter dtype)``.
+
+    ``data`` ({name: array or None}: x, h0, grad_h, h, grad_hn, ...) share one storage dtype, set by the first
+    present one: float32 or float64 anywhere, float16 or bfloat16 on CUDA only. ``params`` (u, b) have the
+    parameter dtype: the storage dtype for float32/float64, float32 for half-precision storage (the kernels do
+    their math and accumulate ``gu``/``gb`` in float32, which ``gu``/``gb`` keep, as torch autocast keeps its
+    parameters and their gradients in float32). Each failure is a TypeError naming the argument."""
+    dtype = first = None
+    for name, a in data.items():
+        if a is None:
+            continue
+        dt = a.dtype if type(a) is np.ndarray else dtype_of(a)
+        if dt not in FLOAT_DTYPES and not is_half(dt):
+            raise TypeError(f"{name} must have dtype float32 or float64 (float16 or bfloat16 on CUDA), "
+                            f"got {_dtype_name(dt)}")
+        if dtype is None:
+            dtype, first = dt, name
+            if device == "cpu" and is_half(dt):
+                raise TypeError(f"{name} has dtype {_dtype_name(dt)}: half precision (float16, bfloat16) runs on "
+                                "CUDA only; pass float32 arrays on the CPU (or CUDA arrays)")
+        elif dt != dtype:
+            raise TypeError(f"all arrays must share one dtype: {first} is {_dtype_name(dtype)} but {name} is "
+                            f"{_dtype_name(dt)}")
+    param_dtype = FLOAT32 if dtype is not None and is_half(dtype) else dtype
+    for name, a in params.items():
+        if a is None:
+            continue
+        dt = a.dtype if type(a) is np.ndarray else dtype_of(a)
+        if param_dtype is None:
+            param_dtype = dt
+        if dt == param_dtype:
+            continue
+        if dtype is not None and is_half(dtype):
+            raise TypeError(f"{name} must have dtype float32 with {_dtype_name(dtype)} data in {first} "
+                            f"(half-precision storage keeps u and b, and their gradients, in float32), got "
+                            f"{_dtype_name(dt)}")
+        if dt not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {_dtype_name(dt)}")
+        raise TypeError(f"all arrays must share one dtype: {first} is {_dtype_name(dtype)} but {name} is "
+                        f"{_dtype_name(dt)}")
+    return dtype, param_dtype
 
 
 def dtype_of(a):
@@ -157,7 +212,7 @@ def check_out(name, a, shape, dtype, device):
             raise ValueError(f"{name} must be writable, got a read-only array")
         check_shape(name, a, shape)
         if a.dtype != dtype:
-            raise TypeError(f"{name} must have dtype {dtype}, got {a.dtype}")
+            raise TypeError(f"{name} must have dtype {_dtype_name(dtype)}, got {_dtype_name(a.dtype)}")
         return a
     if device_of(name, a) != device:
         raise ValueError(f"{name} must be on {device} like the inputs, got an array on {device_of(name, a)}")
@@ -168,8 +223,18 @@ def check_out(name, a, shape, dtype, device):
         a = _cuda.as_device_array(a, name)
     check_shape(name, a, shape)
     if np.dtype(a.dtype) != dtype:
-        raise TypeError(f"{name} must have dtype {dtype}, got {np.dtype(a.dtype)}")
+        raise TypeError(f"{name} must have dtype {_dtype_name(dtype)}, got {_dtype_name(np.dtype(a.dtype))}")
     return a
+
+
+def check_device_lengths(lengths, B):
+    """Shape and integer dtype of ``lengths`` given as a CUDA array (its values are checked on the host, or, during
+    CUDA graph capture, where nothing may be read back, clamped to [0, T] by the kernels)."""
+    dt = np.dtype(lengths.dtype)
+    if dt.kind not in "iu":
+        raise TypeError(f"lengths must have an integer dtype, got {dt}")
+    if tuple(lengths.shape) != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {tuple(lengths.shape)}")
 
 
 # ---- checks on shapes and dtypes alone, for adapters (run while a framework traces a call) -----------------------

@@ -23,6 +23,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from . import reference
+from ._device_view import bfloat16, is_bfloat16
 from .reference import ACTIVATIONS
 
 GRADIENT_NAMES = ("gx", "gu", "gb", "gh0")
@@ -60,6 +61,16 @@ class Problem:
                     reverse=self.reverse)
 
     def astype(self, dtype):
+        """The problem in ``dtype`` ("bfloat16" included, as ml_dtypes' NumPy dtype). For half precision ``u`` and
+        ``b`` stay float32, as the kernels take them (and ``grad_hn`` follows the data)."""
+        dtype = as_dtype(dtype)
+        if is_half(dtype):
+            p = dataclasses.replace(self, u=self.u.astype(np.float32),
+                                    b=None if self.b is None else self.b.astype(np.float32))
+            return dataclasses.replace(p, x=p.x.astype(dtype), h0=None if p.h0 is None else p.h0.astype(dtype),
+                                       grad_h=p.grad_h.astype(dtype),
+                                       grad_hn=None if p.grad_hn is None else p.grad_hn.astype(dtype))
+
         def cast(a):
             return None if a is None else a.astype(dtype)
 
@@ -77,7 +88,7 @@ def problems(draw, *, dtypes=("float32", "float64"), activations=ACTIVATIONS, ma
     T = draw(st.integers(1, max_steps))
     B = draw(st.integers(1, max_batch))
     H = draw(st.integers(1, max_hidden))
-    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    dtype = as_dtype(draw(st.sampled_from(dtypes)))
     batch_first = draw(st.sampled_from(layouts))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
@@ -105,9 +116,42 @@ def problems(draw, *, dtypes=("float32", "float64"), activations=ACTIVATIONS, ma
     return problem.astype(dtype)
 
 
-def default_tolerance(dtype):
-    """Relative tolerance (errors are scaled by ``1 + max|reference|``) for comparing with the float64 spec."""
-    return 1e-4 if np.dtype(dtype) == np.float32 else 1e-10
+def as_dtype(dtype):
+    """A NumPy dtype; "bfloat16" is ml_dtypes' (``indrnn_core._device_view.bfloat16``)."""
+    return bfloat16() if isinstance(dtype, str) and dtype == "bfloat16" else np.dtype(dtype)
+
+
+def is_half(dtype):
+    dtype = as_dtype(dtype)
+    return dtype == np.float16 or is_bfloat16(dtype)
+
+
+# Machine epsilon (the gap above 1.0) of the half-precision storage formats: 10 and 7 stored mantissa bits.
+HALF_EPS = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+# How many standard deviations of accumulated rounding error a tolerance allows: the probabilistic rounding-error
+# bound (Higham & Mary, SIAM J. Sci. Comput. 2019) |error| <= LAMBDA * sqrt(n) * u over n roundings of unit
+# roundoff u holds with probability at least 1 - 2 exp(-LAMBDA**2 / 2), about 3e-8 for 6.
+LAMBDA = 6.0
+
+
+def default_tolerance(dtype, steps=None, batch=None):
+    """Tolerance for comparing with the float64 spec, as a scaled error (``max|error| / (1 + max|reference|)``).
+
+    float32 and float64: one number (1e-4, 1e-10). float16 and bfloat16 (storage; the kernels compute in float32):
+    a dict per output, from the format's epsilon ``eps`` (``HALF_EPS``) and the number ``n`` of rounded values an
+    output depends on, ``LAMBDA * eps * sqrt(n)`` (``eps`` = 2u, a factor 2 of slack): ``h`` is one rounding of a
+    float32 result (n = 1); ``gx`` and ``gh0`` carry the roundings of the stored ``h`` along the chain of
+    ``steps`` + 1 visits (n = steps + 1); ``gu`` and ``gb`` add ``batch`` * (``steps`` + 1) such chained terms
+    (n = batch * (steps + 1)**2). The reference must run on the same rounded inputs (``check_gradients`` does)."""
+    dtype = as_dtype(dtype)
+    if not is_half(dtype):
+        return 1e-4 if dtype == np.float32 else 1e-10
+    if steps is None or batch is None:
+        raise ValueError("default_tolerance: half precision needs steps= and batch= (the reduction lengths)")
+    eps = HALF_EPS["bfloat16" if is_bfloat16(dtype) else "float16"]
+    chain = LAMBDA * eps * math.sqrt(steps + 1)
+    total = LAMBDA * eps * math.sqrt(batch * (steps + 1) ** 2)
+    return {"h": eps, "gx": chain, "gh0": chain, "gu": total, "gb": total}
 
 
 @dataclasses.dataclass
@@ -122,9 +166,12 @@ class GradientReport:
     tolerance: float
     fd_tolerance: float
 
+    def tolerance_of(self, name):
+        return self.tolerance[name] if isinstance(self.tolerance, dict) else self.tolerance
+
     @property
     def ok(self):
-        ref_ok = all(e <= self.tolerance for e in self.reference_error.values())
+        ref_ok = all(e <= self.tolerance_of(name) for name, e in self.reference_error.items())
         fd_ok = all(e is None or e <= self.fd_tolerance for e in self.finite_difference_error.values())
         return ref_ok and fd_ok
 
@@ -132,7 +179,9 @@ class GradientReport:
         def fmt(d):
             return ", ".join(f"{k}={'skipped' if e is None else f'{e:.2e}'}" for k, e in d.items())
 
-        return (f"GradientReport(ok={self.ok}; vs reference (tol {self.tolerance:.0e}): "
+        tol = (", ".join(f"{k} {t:.1e}" for k, t in self.tolerance.items()) if isinstance(self.tolerance, dict)
+               else f"{self.tolerance:.0e}")
+        return (f"GradientReport(ok={self.ok}; vs reference (tol {tol}): "
                 f"{fmt(self.reference_error)}; vs finite differences (tol {self.fd_tolerance:.0e}): "
                 f"{fmt(self.finite_difference_error)})")
 
@@ -168,8 +217,10 @@ def check_gradients(forward_fn, vjp_fn, problem, *, tolerance=None, fd_tolerance
         vjp_fn: ``(x, u, b, h0, grad_h, grad_hn, **problem.options()) -> (gx, gu, gb, gh0)``: the gradient of
             ``sum(grad_h * h) + sum(grad_hn * final_state)`` (final state as ``indrnn_core.final_state``).
         problem: a ``Problem`` (e.g. drawn by ``problems()``), run in its own dtype for the reference check and in
-            float64 for finite differences.
-        tolerance: for the reference check; ``default_tolerance(problem.dtype)`` when None.
+            float64 for finite differences (skipped for float16/bfloat16 problems: a half-precision
+            implementation's forward cannot resolve a finite-difference step; the reference check covers them).
+        tolerance: for the reference check, a number or a dict per output (h, gx, gu, gb, gh0);
+            ``default_tolerance(problem.dtype, T, B)`` when None.
         directions: random directions per argument for the directional finite differences.
 
     Returns:
@@ -177,7 +228,10 @@ def check_gradients(forward_fn, vjp_fn, problem, *, tolerance=None, fd_tolerance
     """
     p = problem
     opts = p.options()
-    tolerance = default_tolerance(p.dtype) if tolerance is None else tolerance
+    half = is_half(p.dtype)
+    if tolerance is None:
+        T, B, _ = p.shape
+        tolerance = default_tolerance(p.dtype, T, B) if half else default_tolerance(p.dtype)
     p64 = p.astype(np.float64)
     ref_h = reference.forward(p64.x, p64.u, p64.b, p64.h0, **opts)
     ref_grads = reference.backward(p64.grad_h, ref_h, p64.u, p64.h0, grad_hn=p64.grad_hn, **opts)
@@ -192,7 +246,7 @@ def check_gradients(forward_fn, vjp_fn, problem, *, tolerance=None, fd_tolerance
             continue
         ref_err[name] = scaled_error(g, r)
 
-    fd_err = _finite_differences(forward_fn, vjp_fn, p64, directions, seed)
+    fd_err = {} if half else _finite_differences(forward_fn, vjp_fn, p64, directions, seed)
     return GradientReport(ref_err, fd_err, tolerance, fd_tolerance)
 
 
@@ -234,9 +288,10 @@ def _finite_differences(forward_fn, vjp_fn, p, directions, seed):
     return errors
 
 
-def nan_like(a):
-    """A fresh NumPy buffer shaped like ``a`` filled with NaN: an element a kernel forgets to write stays NaN."""
-    return np.full(a.shape, np.nan, dtype=a.dtype)
+def nan_like(a, dtype=None):
+    """A fresh NumPy buffer shaped like ``a`` (of ``dtype``, default ``a``'s) filled with NaN: an element a kernel
+    forgets to write stays NaN."""
+    return np.full(a.shape, np.nan, dtype=a.dtype if dtype is None else dtype)
 
 
 def core_forward(x, u, b, h0, **options):

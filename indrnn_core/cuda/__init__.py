@@ -12,8 +12,8 @@ if not hasattr(_np, "row_stack"):
     _np.row_stack = _np.vstack
 
 from .recurrence import (as_device_array, backward_into, copy_to_host, device_empty, final_state_into,
-                         forward_into, require_gpu)
+                         forward_into, is_capturing, require_gpu)
 from .scan import backward_into as scan_backward_into, forward_into as scan_forward_into
 
 __all__ = ["as_device_array", "backward_into", "copy_to_host", "device_empty", "final_state_into", "forward_into",
-           "require_gpu", "scan_backward_into", "scan_forward_into"]
+           "is_capturing", "require_gpu", "scan_backward_into", "scan_forward_into"]

@@ -24,7 +24,7 @@ import numpy as np
 from numba import cuda
 from numba.cuda.cudadrv import devicearray as _devicearray
 
-from .._device_view import DeviceView, c_strides
+from .._device_view import DeviceView, c_strides, is_bfloat16
 
 try:  # numba-cuda >= 0.2x launches through cuda.core
     from cuda.bindings import driver as _cudrv
@@ -76,6 +76,31 @@ def numba_array(a):
     return cuda.as_cuda_array(a, sync=False)
 
 
+_UINT16 = np.dtype(np.uint16)
+
+
+def bits(a):
+    """A bfloat16 array's memory as uint16 (its bit patterns), the way the kernels take bfloat16: neither NumPy
+    nor Numba has a bfloat16 type, and the simulator has no bfloat16 intrinsics. No copy. None stays None."""
+    if a is None:
+        return None
+    if type(a) is DeviceView:
+        return DeviceView(a.ptr, a.shape, a.strides, _UINT16, a.readonly, a.owner)
+    return a.view(_UINT16)  # a simulator array (host memory)
+
+
+def retag(a, dtype):
+    """A fresh uint16 device array ``a`` (from :func:`device_empty`) presented as ``dtype`` (bfloat16)."""
+    if SIMULATOR:
+        return a.view(dtype)
+    return DeviceView(a.device_ctypes_pointer.value or 0, tuple(a.shape), tuple(a.strides), dtype, False, a)
+
+
+def storage_views(dtype, arrays):
+    """``arrays`` as the kernels take data of ``dtype``: bfloat16 ones as their uint16 bits, others unchanged."""
+    return tuple(bits(a) for a in arrays) if is_bfloat16(dtype) else tuple(arrays)
+
+
 # ---- streams ----------------------------------------------------------------------------------------------------
 
 _STREAMS = {}  # None or int handle -> (Numba stream, cuda.core stream): building them costs more than a kernel
@@ -98,6 +123,16 @@ def stream_pair(stream):
         numba_stream = cuda.default_stream() if handle == 0 else cuda.external_stream(handle)
         pair = _STREAMS[key] = (numba_stream, _CoreStream.from_handle(handle) if _core_launch else None)
     return pair
+
+
+def is_capturing(stream):
+    """Whether the stream of :func:`stream_pair` ``stream`` is being captured into a CUDA graph (then nothing may
+    synchronise, allocate outside the capturing framework's allocator, or copy from pageable host memory). One
+    driver call; False under the simulator. An error from the query counts as capturing: the safe answer."""
+    if SIMULATOR or _core_launch is None:
+        return False
+    err, status = _cudrv.cuStreamIsCapturing(_cudrv.CUstream(_handle(stream[0])))
+    return err != _cudrv.CUresult.CUDA_SUCCESS or status != _cudrv.CUstreamCaptureStatus.CU_STREAM_CAPTURE_STATUS_NONE
 
 
 def _handle(numba_stream):

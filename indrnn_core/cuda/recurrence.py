@@ -13,6 +13,7 @@ import numpy as np
 from numba import cuda
 
 from .._activations import activate, derivative_from_output
+from .._device_view import DeviceView, is_bfloat16
 from . import _launch, config
 
 # Visits loaded ahead of the dependent chain in each thread (registers per thread grow with it). Measured on an
@@ -41,91 +42,179 @@ def _visit_time(s, length, reverse):
     return length - 1 - s if reverse else s
 
 
-@cuda.jit
-def _forward_kernel(x, u, bias, has_bias, h0, has_h0, lengths, has_lengths, reverse, act, batch_first, out,
-                    final, has_final):
-    i = cuda.grid(1)
-    B, H = x.shape[0] if batch_first else x.shape[1], u.shape[0]
-    if i >= B * H:
-        return
-    n, j = i // H, i % H
-    T = x.shape[1] if batch_first else x.shape[0]
-    zero = u.dtype.type(0)
-    one = u.dtype.type(1)
-    uj = u[j]
-    bj = bias[j] if has_bias else zero
-    prev = h0[n, j] if has_h0 else zero
-    length = lengths[n] if has_lengths else T
-    # The recurrence is a chain of dependent steps, so one load in flight per thread leaves the GPU waiting on
-    # memory latency. Load CHUNK steps of x first (they do not depend on h), then run the chain over them.
-    xs = cuda.local.array(CHUNK, u.dtype)
-    full = length - length % CHUNK
-    for s0 in range(0, full, CHUNK):
-        for k in range(CHUNK):
-            xs[k] = _load(x, batch_first, _visit_time(s0 + k, length, reverse), n, j)
-        for k in range(CHUNK):
-            prev = activate(xs[k] + uj * prev + bj, act, one)
-            _store(out, batch_first, _visit_time(s0 + k, length, reverse), n, j, prev)
-    for s in range(full, length):
-        t = _visit_time(s, length, reverse)
-        prev = activate(_load(x, batch_first, t, n, j) + uj * prev + bj, act, one)
-        _store(out, batch_first, t, n, j, prev)
-    for s in range(length, T):  # padding
-        _store(out, batch_first, s, n, j, zero)
-    if has_final:  # the last visited step's output, or h0 (zeros) when the sequence has no steps
-        final[n, j] = prev
+# ---- storage conversions ---------------------------------------------------------------------------------------
+# Half-precision data (x, h, h0, gradients) are stored in float16 or bfloat16 and every value is converted to
+# float32 on load and back on store: the math, the carried state and the gu/gb partials stay float32, so storage
+# halves the memory traffic of a memory-bound kernel without float16 rounding compounding along the chain.
+# float16 is a Numba type (loads cast, stores round to nearest even). bfloat16 is not (NumPy has none, numba-cuda's
+# bf16 intrinsics do not exist in the simulator): it travels as its uint16 bit pattern and is converted here with
+# integer operations, the same code on a GPU and in the simulator; only the 32-bit reinterpretation differs.
+if _launch.SIMULATOR:
+    @cuda.jit(device=True)
+    def _f32_from_bits(bits):
+        return np.uint32(bits).view(np.float32)
+
+    @cuda.jit(device=True)
+    def _bits_from_f32(value):
+        return np.float32(value).view(np.uint32)
+else:
+    from numba.cuda import libdevice
+
+    @cuda.jit(device=True, inline=True)
+    def _f32_from_bits(bits):
+        return libdevice.int_as_float(np.int32(bits))
+
+    @cuda.jit(device=True, inline=True)
+    def _bits_from_f32(value):
+        return np.uint32(libdevice.float_as_int(value))
 
 
-@cuda.jit
-def _backward_kernel(grad_h, h, u, h0, has_h0, lengths, has_lengths, reverse, act, batch_first, grad_hn,
-                     has_grad_hn, gx, part, gh0):
-    i = cuda.grid(1)
-    B, H = gh0.shape[0], u.shape[0]
-    if i >= B * H:
-        return
-    n, j = i // H, i % H
-    T = h.shape[1] if batch_first else h.shape[0]
-    zero = u.dtype.type(0)
-    one = u.dtype.type(1)
-    uj = u[j]
-    h0nj = h0[n, j] if has_h0 else zero
-    carry = grad_hn[n, j] if has_grad_hn else zero  # dL/dh at the visited step, from later steps
-    acc_u = zero
-    acc_b = zero
-    length = lengths[n] if has_lengths else T
-    for s in range(length, T):  # padding
-        _store(gx, batch_first, s, n, j, zero)
-    # Visits run s = length-1 down to 0. Each needs grad_h at its step and h at the step visited before it in the
-    # forward pass (h0 at s = 0); as in the forward kernel, a CHUNK of them is loaded before the dependent chain.
-    gs = cuda.local.array(CHUNK, u.dtype)
-    hps = cuda.local.array(CHUNK, u.dtype)
-    h_cur = _load(h, batch_first, _visit_time(length - 1, length, reverse), n, j) if length > 0 else zero
-    s_hi = length - 1
-    while s_hi >= CHUNK - 1:
-        for k in range(CHUNK):
-            s = s_hi - k
-            gs[k] = _load(grad_h, batch_first, _visit_time(s, length, reverse), n, j)
-            hps[k] = _load(h, batch_first, _visit_time(s - 1, length, reverse), n, j) if s > 0 else h0nj
-        for k in range(CHUNK):
-            g = (gs[k] + carry) * derivative_from_output(h_cur, act, one)
-            _store(gx, batch_first, _visit_time(s_hi - k, length, reverse), n, j, g)
-            acc_u += g * hps[k]
+@cuda.jit(device=True, inline=True)
+def _bf16_to_f32(bits):
+    """bfloat16 is the top half of a float32: exact."""
+    return _f32_from_bits(np.uint32(bits) << np.uint32(16))
+
+
+@cuda.jit(device=True, inline=True)
+def _f32_to_bf16(value):
+    """float32 -> bfloat16 bits, rounding to nearest even (as torch does); NaN becomes the canonical quiet NaN
+    (rounding its bits could carry into the sign or make it inf). Kept to a few operations and a select: one more
+    and the compiler stopped unrolling the forward kernel's chain, leaving its CHUNK buffer in local memory."""
+    b = _bits_from_f32(value)
+    rounded = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    return np.uint16(rounded if value == value else np.uint32(0x7FC0))
+
+
+@cuda.jit(device=True, inline=True)
+def _same(value):
+    return value
+
+
+@cuda.jit(device=True, inline=True)
+def _f16_to_f32(value):
+    return np.float32(value)
+
+
+# Storage name -> (load conversion, store conversion). "native": float32/float64 data, math in the data type.
+# The store conversion of float16 is the array's own (Numba and NumPy round a float32 stored into float16).
+STORAGE_CONVERSIONS = {"native": (_same, _same), "float16": (_f16_to_f32, _same), "bfloat16": (_bf16_to_f32,
+                                                                                                _f32_to_bf16)}
+
+
+def _recurrence_kernels(to_math, to_storage):
+    """The forward and backward kernels for one storage format: data arrays (x, h, h0, out, final, grad_h, gx,
+    grad_hn, gh0) are converted with ``to_math`` on load and ``to_storage`` on store; ``u``, ``bias`` and ``part``
+    are in the math dtype. One pair per format, compiled only when that format is first launched."""
+
+    @cuda.jit
+    def forward_kernel(x, u, bias, has_bias, h0, has_h0, lengths, has_lengths, reverse, act, batch_first, out,
+                       final, has_final):
+        i = cuda.grid(1)
+        B, H = x.shape[0] if batch_first else x.shape[1], u.shape[0]
+        if i >= B * H:
+            return
+        n, j = i // H, i % H
+        T = x.shape[1] if batch_first else x.shape[0]
+        zero = u.dtype.type(0)
+        one = u.dtype.type(1)
+        uj = u[j]
+        bj = bias[j] if has_bias else zero
+        prev = to_math(h0[n, j]) if has_h0 else zero
+        # Clamped: lengths given on the device during CUDA graph capture cannot be checked on the host.
+        length = min(max(lengths[n], 0), T) if has_lengths else T
+        # The recurrence is a chain of dependent steps, so one load in flight per thread leaves the GPU waiting on
+        # memory latency. Load CHUNK steps of x first (they do not depend on h), then run the chain over them.
+        # The chain writes its outputs to a second buffer, stored (and converted) by a loop of its own: with the
+        # bfloat16 rounding inside the chain loop the compiler stopped unrolling it and kept the buffers in local
+        # memory (sm_90 PTX, numba-cuda 0.30).
+        xs = cuda.local.array(CHUNK, u.dtype)
+        ys = cuda.local.array(CHUNK, u.dtype)
+        full = length - length % CHUNK
+        for s0 in range(0, full, CHUNK):
+            for k in range(CHUNK):
+                xs[k] = to_math(_load(x, batch_first, _visit_time(s0 + k, length, reverse), n, j))
+            for k in range(CHUNK):
+                prev = activate(xs[k] + uj * prev + bj, act, one)
+                ys[k] = prev
+            for k in range(CHUNK):
+                _store(out, batch_first, _visit_time(s0 + k, length, reverse), n, j, to_storage(ys[k]))
+        for s in range(full, length):
+            t = _visit_time(s, length, reverse)
+            prev = activate(to_math(_load(x, batch_first, t, n, j)) + uj * prev + bj, act, one)
+            _store(out, batch_first, t, n, j, to_storage(prev))
+        for s in range(length, T):  # padding
+            _store(out, batch_first, s, n, j, to_storage(zero))
+        if has_final:  # the last visited step's output, or h0 (zeros) when the sequence has no steps
+            final[n, j] = to_storage(prev)
+
+    @cuda.jit
+    def backward_kernel(grad_h, h, u, h0, has_h0, lengths, has_lengths, reverse, act, batch_first, grad_hn,
+                        has_grad_hn, gx, part, gh0):
+        i = cuda.grid(1)
+        B, H = gh0.shape[0], u.shape[0]
+        if i >= B * H:
+            return
+        n, j = i // H, i % H
+        T = h.shape[1] if batch_first else h.shape[0]
+        zero = u.dtype.type(0)
+        one = u.dtype.type(1)
+        uj = u[j]
+        h0nj = to_math(h0[n, j]) if has_h0 else zero
+        carry = to_math(grad_hn[n, j]) if has_grad_hn else zero  # dL/dh at the visited step, from later steps
+        acc_u = zero
+        acc_b = zero
+        length = min(max(lengths[n], 0), T) if has_lengths else T
+        for s in range(length, T):  # padding
+            _store(gx, batch_first, s, n, j, to_storage(zero))
+        # Visits run s = length-1 down to 0. Each needs grad_h at its step and h at the step visited before it in
+        # the forward pass (h0 at s = 0); as in the forward kernel, a CHUNK of them is loaded before the chain.
+        gs = cuda.local.array(CHUNK, u.dtype)
+        hps = cuda.local.array(CHUNK, u.dtype)
+        h_cur = (to_math(_load(h, batch_first, _visit_time(length - 1, length, reverse), n, j)) if length > 0
+                 else zero)
+        s_hi = length - 1
+        while s_hi >= CHUNK - 1:
+            for k in range(CHUNK):
+                s = s_hi - k
+                gs[k] = to_math(_load(grad_h, batch_first, _visit_time(s, length, reverse), n, j))
+                hps[k] = (to_math(_load(h, batch_first, _visit_time(s - 1, length, reverse), n, j)) if s > 0
+                          else h0nj)
+            for k in range(CHUNK):
+                g = (gs[k] + carry) * derivative_from_output(h_cur, act, one)
+                _store(gx, batch_first, _visit_time(s_hi - k, length, reverse), n, j, to_storage(g))
+                acc_u += g * hps[k]
+                acc_b += g
+                carry = g * uj
+                h_cur = hps[k]  # the next visit's output is this visit's previous state
+            s_hi -= CHUNK
+        for s in range(s_hi, -1, -1):
+            t = _visit_time(s, length, reverse)
+            h_prev = to_math(_load(h, batch_first, _visit_time(s - 1, length, reverse), n, j)) if s > 0 else h0nj
+            g = (to_math(_load(grad_h, batch_first, t, n, j)) + carry) * derivative_from_output(h_cur, act, one)
+            _store(gx, batch_first, t, n, j, to_storage(g))
+            acc_u += g * h_prev
             acc_b += g
             carry = g * uj
-            h_cur = hps[k]  # the next visit's output is this visit's previous state
-        s_hi -= CHUNK
-    for s in range(s_hi, -1, -1):
-        t = _visit_time(s, length, reverse)
-        h_prev = _load(h, batch_first, _visit_time(s - 1, length, reverse), n, j) if s > 0 else h0nj
-        g = (_load(grad_h, batch_first, t, n, j) + carry) * derivative_from_output(h_cur, act, one)
-        _store(gx, batch_first, t, n, j, g)
-        acc_u += g * h_prev
-        acc_b += g
-        carry = g * uj
-        h_cur = h_prev
-    gh0[n, j] = carry
-    part[0, n, j] = acc_u
-    part[1, n, j] = acc_b
+            h_cur = h_prev
+        gh0[n, j] = to_storage(carry)
+        part[0, n, j] = acc_u
+        part[1, n, j] = acc_b
+
+    return forward_kernel, backward_kernel
+
+
+_KERNELS_BY_STORAGE = {}  # storage name -> (forward kernel, backward kernel)
+
+
+def recurrence_kernels(storage):
+    """(forward kernel, backward kernel) for storage "native", "float16" or "bfloat16"."""
+    kernels = _KERNELS_BY_STORAGE.get(storage)
+    if kernels is None:
+        kernels = _KERNELS_BY_STORAGE[storage] = _recurrence_kernels(*STORAGE_CONVERSIONS[storage])
+    return kernels
+
+
+_forward_kernel, _backward_kernel = recurrence_kernels("native")
 
 
 @cuda.jit
@@ -163,7 +252,8 @@ def _final_state_kernel(h, h0, has_h0, lengths, has_lengths, reverse, batch_firs
     if i >= B * H:
         return
     n, j = i // H, i % H
-    length = lengths[n] if has_lengths else (h.shape[1] if batch_first else h.shape[0])
+    T = h.shape[1] if batch_first else h.shape[0]
+    length = min(max(lengths[n], 0), T) if has_lengths else T
     if length == 0:
         out[n, j] = h0[n, j] if has_h0 else h.dtype.type(0)
     else:
@@ -194,11 +284,26 @@ def as_device_array(a, name="array"):
 
 
 def device_empty(shape, dtype, stream=None):
+    dtype = np.dtype(dtype)
+    if is_bfloat16(dtype):  # Numba has no bfloat16: its bits, presented as bfloat16
+        return _launch.retag(cuda.device_array(shape, dtype=np.uint16, stream=_launch.stream_pair(stream)[0]), dtype)
     return cuda.device_array(shape, dtype=dtype, stream=_launch.stream_pair(stream)[0])
 
 
 def copy_to_host(a):
     return _launch.numba_array(_launch.view(a)).copy_to_host()
+
+
+def is_capturing(stream=None):
+    """Whether ``stream`` (as the launchers take it) is being captured into a CUDA graph."""
+    return _launch.is_capturing(_launch.stream_pair(stream))
+
+
+def storage_of(dtype):
+    """The kernels' storage format for data of ``dtype``: "native", "float16" or "bfloat16"."""
+    if is_bfloat16(dtype):
+        return "bfloat16"
+    return "float16" if dtype == np.float16 else "native"
 
 
 def _grid(n_threads):
@@ -209,60 +314,79 @@ def _grid(n_threads):
 _ZEROS = {}  # (CUDA context, dtype, ndim) -> a read-only 1-element zero array standing in for an absent input
 
 
-def _placeholder(a, dtype, ndim, ctx):
-    """(array, present) for an optional input. The stand-in for None is allocated once per CUDA context ``ctx``
-    and dtype: an allocation and a host-to-device copy per call cost more than a short sequence's kernels."""
+def _placeholder(a, dtype, ndim, ctx, anchor=None):
+    """(array, present) for an optional input; the kernels read an absent one never (a flag says it is absent),
+    but Numba needs an array of the right type in its place. On a GPU with a present array ``anchor`` it is a view
+    of one element of ``anchor``'s memory (typed ``dtype``, ``ndim``-D, never read or written): no allocation, which
+    CUDA graph capture forbids. Otherwise one zero array per CUDA context and dtype, allocated once: an allocation
+    and a host-to-device copy per call cost more than a short sequence's kernels."""
     if a is not None:
         return a, True
-    key = (ctx, np.dtype(dtype).str, ndim)
+    dtype = np.dtype(dtype)
+    if type(anchor) is DeviceView and anchor.ptr:
+        return DeviceView(anchor.ptr, (1,) * ndim, (dtype.itemsize,) * ndim, dtype, True, anchor.owner), False
+    key = (ctx, dtype.str, ndim)
     if key not in _ZEROS:
         _ZEROS[key] = _launch.view(cuda.to_device(np.zeros((1,) * ndim, dtype=dtype)))
     return _ZEROS[key], False
 
 
-def _device_lengths(lengths, T, stream, ctx):
-    """(device lengths, present): no copy when every sequence runs all ``T`` steps (the common case)."""
+def _device_lengths(lengths, T, stream, ctx, anchor=None):
+    """(device lengths, present). ``lengths``: a host int64 [B] array (values checked; no copy when every sequence
+    runs all ``T`` steps, the common case) or an int64 device array (used as it is: the kernels clamp it)."""
+    if not isinstance(lengths, np.ndarray):
+        return lengths, True
     if lengths.size == 0 or lengths.min() == T:
-        return _placeholder(None, np.int64, 1, ctx)
+        return _placeholder(None, np.int64, 1, ctx, anchor)
+    if _launch.is_capturing(stream):
+        raise ValueError("lengths: during CUDA graph capture lengths must be an int64 CUDA array (a host array "
+                         "would be copied to the device inside the graph, from memory the graph does not own)")
     return _launch.view(cuda.to_device(lengths, stream=stream[0])), True
 
 
 def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None, stream=None):
     """Fill device array ``out`` (``x``'s shape) with the recurrence, and ``final`` [B, H] (when given) with each
-    sequence's final state; see ``indrnn_core.cpu.forward_into``. Arrays come from :func:`as_device_array`."""
+    sequence's final state; see ``indrnn_core.cpu.forward_into``. Arrays come from :func:`as_device_array`; data
+    (x, h0, out, final) may be float16/bfloat16 with ``u``/``b`` float32. ``lengths``: host int64 [B] (checked) or
+    an int64 device array."""
     stream, ctx = _launch.stream_pair(stream), _launch.context_handle()
-    T = x.shape[1] if batch_first else x.shape[0]
-    B, H = lengths.shape[0], u.shape[0]
+    T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+    H = u.shape[0]
     if B * H == 0:
         return
-    b, has_b = _placeholder(b, u.dtype, 1, ctx)
-    h0, has_h0 = _placeholder(h0, u.dtype, 2, ctx)
-    d_lengths, has_lengths = _device_lengths(lengths, T, stream, ctx)
+    storage = storage_of(np.dtype(x.dtype))
+    x, h0, out, final = _launch.storage_views(x.dtype, (x, h0, out, final))
+    b, has_b = _placeholder(b, u.dtype, 1, ctx, u)
+    h0, has_h0 = _placeholder(h0, x.dtype, 2, ctx, x)
+    d_lengths, has_lengths = _device_lengths(lengths, T, stream, ctx, u)
     blocks, tpb = _grid(B * H)
-    final, has_final = _placeholder(final, u.dtype, 2, ctx)
-    _launch.launch(_forward_kernel, blocks, tpb, stream,
+    final, has_final = _placeholder(final, x.dtype, 2, ctx, out)
+    _launch.launch(recurrence_kernels(storage)[0], blocks, tpb, stream,
                    (x, u, b, has_b, h0, has_h0, d_lengths, has_lengths, reverse, act, batch_first, out, final,
                     has_final), u.dtype, ctx)
 
 
 def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0, stream=None,
                   workspace=None):
-    """Fill device arrays ``gx``, ``gu``, ``gb``, ``gh0``; see ``indrnn_core.cpu.backward_into``. ``workspace``:
-    a [2, B, H] device array for the partial sums, or None to allocate one."""
+    """Fill device arrays ``gx``, ``gu``, ``gb``, ``gh0``; see ``indrnn_core.cpu.backward_into``. Data (grad_h, h,
+    h0, grad_hn, gx, gh0) may be float16/bfloat16 with ``u``, ``gu``, ``gb`` float32. ``workspace``: a [2, B, H]
+    device array of ``u``'s dtype for the partial sums, or None to allocate one."""
     stream, ctx = _launch.stream_pair(stream), _launch.context_handle()
-    T = h.shape[1] if batch_first else h.shape[0]
-    B, H = lengths.shape[0], u.shape[0]
+    T, B = (h.shape[1], h.shape[0]) if batch_first else (h.shape[0], h.shape[1])
+    H = u.shape[0]
     if H == 0:
         return
-    h0, has_h0 = _placeholder(h0, u.dtype, 2, ctx)
-    grad_hn, has_grad_hn = _placeholder(grad_hn, u.dtype, 2, ctx)
-    d_lengths, has_lengths = _device_lengths(lengths, T, stream, ctx)
-    # Partials accumulate in the data type (float32 at least): one per column, summed afterwards in fixed order.
+    storage = storage_of(np.dtype(h.dtype))
+    grad_h, h, h0, grad_hn, gx, gh0 = _launch.storage_views(h.dtype, (grad_h, h, h0, grad_hn, gx, gh0))
+    h0, has_h0 = _placeholder(h0, h.dtype, 2, ctx, gh0)
+    grad_hn, has_grad_hn = _placeholder(grad_hn, h.dtype, 2, ctx, gh0)
+    d_lengths, has_lengths = _device_lengths(lengths, T, stream, ctx, u)
+    # Partials accumulate in u's dtype (float32 at least): one per column, summed afterwards in fixed order.
     if workspace is None:
         workspace = _launch.view(cuda.device_array((2, B, H), dtype=u.dtype, stream=stream[0]))
     if B > 0:
         blocks, tpb = _grid(B * H)
-        _launch.launch(_backward_kernel, blocks, tpb, stream,
+        _launch.launch(recurrence_kernels(storage)[1], blocks, tpb, stream,
                        (grad_h, h, u, h0, has_h0, d_lengths, has_lengths, reverse, act, batch_first, grad_hn,
                         has_grad_hn, gx, workspace, gh0), u.dtype, ctx)
     blocks, tpb = _grid(H)
@@ -270,13 +394,15 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
 
 
 def final_state_into(h, h0, lengths, reverse, batch_first, out, stream=None):
+    """Each sequence's final state into ``out`` [B, H]; a copy, so bfloat16 travels as its bits."""
     stream, ctx = _launch.stream_pair(stream), _launch.context_handle()
     T = h.shape[1] if batch_first else h.shape[0]
     B, H = out.shape
     if B * H == 0:
         return
-    h0, has_h0 = _placeholder(h0, h.dtype, 2, ctx)
-    d_lengths, has_lengths = _device_lengths(lengths, T, stream, ctx)
+    h, h0, out = _launch.storage_views(h.dtype, (h, h0, out))
+    h0, has_h0 = _placeholder(h0, h.dtype, 2, ctx, out)
+    d_lengths, has_lengths = _device_lengths(lengths, T, stream, ctx, out)
     blocks, tpb = _grid(B * H)
     _launch.launch(_final_state_kernel, blocks, tpb, stream,
                    (h, h0, has_h0, d_lengths, has_lengths, reverse, batch_first, out), h.dtype, ctx)
