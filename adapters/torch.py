@@ -300,7 +300,7 @@ def _eager(*tensors) -> bool:
     """Whether running the ops' Python bodies directly is indistinguishable from dispatching the ops: not under
     torch.compile/export tracing, no dispatch or function mode (fake tensors, functionalisation), and only plain
     tensors and parameters on the CPU or CUDA (no other subclasses, no vmap/grad transforms; meta tensors take the
-    ops' fake registration), autocast off (the op's autocast registration casts to float32). Anything else takes
+    ops' fake registration), autocast off (the op's autocast kernels cast the inputs). Anything else takes
     the registered ops. The first tensor must be one."""
     first = tensors[0]
     if (torch.compiler.is_compiling() or _current_dispatch_mode() is not None or _function_mode_enabled()

@@ -86,22 +86,28 @@ def check_dtypes(data, params, device):
     their math and accumulate ``gu``/``gb`` in float32, which ``gu``/``gb`` keep, as torch autocast keeps its
     parameters and their gradients in float32). Each failure is a TypeError naming the argument."""
     dtype = first = None
+    half = False
     for name, a in data.items():
         if a is None:
             continue
         dt = a.dtype if type(a) is np.ndarray else dtype_of(a)
-        if dt not in FLOAT_DTYPES and not is_half(dt):
-            raise TypeError(f"{name} must have dtype float32 or float64 (float16 or bfloat16 on CUDA), "
-                            f"got {_dtype_name(dt)}")
         if dtype is None:
+            if dt not in FLOAT_DTYPES:  # (the common float32/float64 case costs one lookup)
+                if not is_half(dt):
+                    raise TypeError(f"{name} must have dtype float32 or float64 (float16 or bfloat16 on CUDA), "
+                                    f"got {_dtype_name(dt)}")
+                if device == "cpu":
+                    raise TypeError(f"{name} has dtype {_dtype_name(dt)}: half precision (float16, bfloat16) runs "
+                                    "on CUDA only; pass float32 arrays on the CPU (or CUDA arrays)")
+                half = True
             dtype, first = dt, name
-            if device == "cpu" and is_half(dt):
-                raise TypeError(f"{name} has dtype {_dtype_name(dt)}: half precision (float16, bfloat16) runs on "
-                                "CUDA only; pass float32 arrays on the CPU (or CUDA arrays)")
         elif dt != dtype:
+            if dt not in FLOAT_DTYPES and not is_half(dt):
+                raise TypeError(f"{name} must have dtype float32 or float64 (float16 or bfloat16 on CUDA), "
+                                f"got {_dtype_name(dt)}")
             raise TypeError(f"all arrays must share one dtype: {first} is {_dtype_name(dtype)} but {name} is "
                             f"{_dtype_name(dt)}")
-    param_dtype = FLOAT32 if dtype is not None and is_half(dtype) else dtype
+    param_dtype = FLOAT32 if half else dtype
     for name, a in params.items():
         if a is None:
             continue
@@ -110,7 +116,7 @@ def check_dtypes(data, params, device):
             param_dtype = dt
         if dt == param_dtype:
             continue
-        if dtype is not None and is_half(dtype):
+        if half:
             raise TypeError(f"{name} must have dtype float32 with {_dtype_name(dtype)} data in {first} "
                             f"(half-precision storage keeps u and b, and their gradients, in float32), got "
                             f"{_dtype_name(dt)}")

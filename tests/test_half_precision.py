@@ -12,24 +12,43 @@ import sys
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 import indrnn_core as core
 from indrnn_core import reference
-from indrnn_core.testing import Problem, check_gradients, default_tolerance, nan_like, scaled_error
+from indrnn_core.testing import Problem, check_gradients, default_tolerance, nan_like, problems, scaled_error
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 HALF = {"float16": np.dtype(np.float16), "bfloat16": BF16}
 
 
 def put(a):
+    """A device copy of NumPy ``a``. Numba cannot type ml_dtypes' bfloat16 (on a GPU), so bfloat16 goes up as its
+    bits and comes back tagged, as the torch adapter hands it to the core."""
     from numba import cuda
 
-    return None if a is None else cuda.to_device(np.ascontiguousarray(a))
+    from indrnn_core.cuda import _launch
+
+    if a is None:
+        return None
+    a = np.ascontiguousarray(a)
+    if a.dtype == BF16:
+        return _launch.retag(cuda.to_device(a.view(np.uint16)), BF16)
+    return cuda.to_device(a)
+
+
+def get(a):
+    """A device array (or a bfloat16 view from :func:`put`) back on the host."""
+    from indrnn_core.cuda import _launch
+
+    if np.dtype(a.dtype) == BF16:
+        return _launch.numba_array(_launch.bits(a)).copy_to_host().view(BF16)
+    return a.copy_to_host()
 
 
 def cuda_forward(x, u, b, h0, **options):
     out = put(nan_like(x))
-    return core.forward(put(x), put(u), put(b), put(h0), out=out, **options).copy_to_host()
+    return get(core.forward(put(x), put(u), put(b), put(h0), out=out, **options))
 
 
 def cuda_vjp(x, u, b, h0, grad_h, grad_hn, **options):
@@ -38,7 +57,7 @@ def cuda_vjp(x, u, b, h0, grad_h, grad_hn, **options):
     B, H = x.shape[0 if bf else 1], u.shape[0]
     out = (put(nan_like(grad_h)), put(nan_like(u)), put(nan_like(u)), put(np.full((B, H), np.nan, grad_h.dtype)))
     grads = core.backward(put(grad_h), h, put(u), put(h0), grad_hn=put(grad_hn), out=out, **options)
-    return tuple(g.copy_to_host() for g in grads)
+    return tuple(get(g) for g in grads)
 
 
 def make_problem(T, B, H, seed, *, batch_first=False, lengths=None, reverse=False, activation="relu", h0=True,
@@ -74,6 +93,16 @@ def test_half_storage_matches_reference(dtype, case):
     assert report.finite_difference_error == {}  # skipped for half precision
 
 
+@settings(max_examples=15)
+@given(problems(dtypes=("float16", "bfloat16"), max_steps=6, max_batch=3, max_hidden=5))
+def test_drawn_half_problems_match_reference(problem):
+    """indrnn_core.testing draws half-precision problems too (u, b float32) and checks them with its own
+    dtype-derived tolerances."""
+    assert problem.u.dtype == np.float32 and problem.x.dtype in HALF.values()
+    report = check_gradients(cuda_forward, cuda_vjp, problem)
+    assert report.ok, report
+
+
 @pytest.mark.parametrize("dtype", list(HALF))
 def test_output_dtypes_and_strided_input(dtype):
     """h, gx, gh0 in the storage dtype; gu, gb float32 (u's dtype). A strided x (every other step) equals its
@@ -83,12 +112,15 @@ def test_output_dtypes_and_strided_input(dtype):
     wide[::2] = p.x
     from numba import cuda
 
-    h_strided = core.forward(cuda.to_device(wide)[::2], put(p.u), put(p.b), put(p.h0)).copy_to_host()
+    from indrnn_core.cuda import _launch
+
+    strided = _launch.retag(cuda.to_device(wide.view(np.uint16))[::2], HALF[dtype])  # a view: every other step
+    h_strided = get(core.forward(strided, put(p.u), put(p.b), put(p.h0)))
     h = core.forward(put(p.x), put(p.u), put(p.b), put(p.h0))
-    assert h.dtype == HALF[dtype]
-    np.testing.assert_array_equal(h_strided.view(np.uint16), h.copy_to_host().view(np.uint16))
+    assert np.dtype(h.dtype) == HALF[dtype]
+    np.testing.assert_array_equal(h_strided.view(np.uint16), get(h).view(np.uint16))
     gx, gu, gb, gh0 = core.backward(put(p.grad_h), h, put(p.u), put(p.h0))
-    assert (gx.dtype, gu.dtype, gb.dtype, gh0.dtype) == (HALF[dtype], np.float32, np.float32, HALF[dtype])
+    assert tuple(np.dtype(g.dtype) for g in (gx, gu, gb, gh0)) == (HALF[dtype], np.float32, np.float32, HALF[dtype])
 
 
 @pytest.mark.parametrize("dtype", list(HALF))
@@ -102,8 +134,7 @@ def test_stores_round_to_nearest_even(dtype):
         x = x32.astype(dt)  # the stored inputs
     H = x.size  # one step, one column per value (a step's inf would make the next step's 0 * inf a NaN)
     b = np.full(H, 2.0 ** -8 + 2.0 ** -16, np.float32)  # a sum that is not representable: rounding matters
-    h = core.forward(put(x.reshape(1, 1, H)), put(np.zeros(H, np.float32)), put(b),
-                     activation="identity").copy_to_host()
+    h = get(core.forward(put(x.reshape(1, 1, H)), put(np.zeros(H, np.float32)), put(b), activation="identity"))
     want = (x.astype(np.float32) + b).astype(dt).reshape(1, 1, H)
     got_nan, want_nan = np.isnan(h.astype(np.float32)), np.isnan(want.astype(np.float32))
     np.testing.assert_array_equal(got_nan, want_nan)
@@ -114,12 +145,12 @@ def test_stores_round_to_nearest_even(dtype):
 def test_final_state_of_half_data(dtype):
     p = make_problem(6, 3, 4, seed=5, lengths=[6, 0, 2]).astype(dtype)
     h = cuda_forward(p.x, p.u, p.b, p.h0, **p.options())
-    hn = core.final_state(put(h), put(p.h0), lengths=p.lengths).copy_to_host()
+    hn = get(core.final_state(put(h), put(p.h0), lengths=p.lengths))
     want = reference.final_state(h, p.h0, p.lengths, False, False)
     np.testing.assert_array_equal(hn.astype(np.float64), want.astype(np.float64))
     out = put(np.full((3, 4), np.nan, HALF[dtype]))
     core.forward(put(p.x), put(p.u), put(p.b), put(p.h0), lengths=p.lengths, final_state_out=out)
-    np.testing.assert_array_equal(out.copy_to_host().view(np.uint16), hn.view(np.uint16))
+    np.testing.assert_array_equal(get(out).view(np.uint16), hn.view(np.uint16))
 
 
 def test_default_tolerance_grows_with_reduction_length_and_epsilon():
@@ -214,7 +245,7 @@ def test_capture_takes_device_lengths_without_reading_them(capturing, dtype):
     want = reference.forward(*(None if a is None else a.astype(np.float64) for a in (p.x, p.u, p.b, p.h0)),
                              lengths=p.lengths)
     tol = 1e-6 if dtype == "float32" else default_tolerance(BF16, 6, 3)["h"]
-    assert scaled_error(out.copy_to_host(), want) <= tol
+    assert scaled_error(get(out), want) <= tol
     grads = (put(nan_like(p.x)), put(nan_like(p.u)), put(nan_like(p.u)), put(np.full((3, 2), np.nan, p.x.dtype)))
     core.backward(put(p.grad_h), out, put(p.u), put(p.h0), lengths=d_lengths, out=grads,
                   workspace=put(np.zeros((2, 3, 2), np.float32)))
@@ -222,7 +253,7 @@ def test_capture_takes_device_lengths_without_reading_them(capturing, dtype):
                              lengths=p.lengths)
     tols = default_tolerance(BF16, 6, 3) if dtype == "bfloat16" else dict.fromkeys(("gx", "gu", "gb", "gh0"), 1e-5)
     for name, g, r in zip(("gx", "gu", "gb", "gh0"), grads, ref):
-        assert scaled_error(g.copy_to_host(), r) <= tols[name], name
+        assert scaled_error(get(g), r) <= tols[name], name
 
 
 def test_capture_lengths_out_of_range_are_clamped_not_read(capturing):
@@ -230,7 +261,7 @@ def test_capture_lengths_out_of_range_are_clamped_not_read(capturing):
     p = make_problem(4, 3, 2, seed=8).astype(np.float32)
     h = core.forward(put(p.x), put(p.u), lengths=put(np.array([9, -3, 2], np.int64)), out=put(nan_like(p.x)))
     want = reference.forward(p.x.astype(np.float64), p.u.astype(np.float64), lengths=np.array([4, 0, 2]))
-    assert scaled_error(h.copy_to_host(), want) <= 1e-6
+    assert scaled_error(get(h), want) <= 1e-6
 
 
 def test_capture_refuses_what_would_allocate_copy_or_synchronise(capturing):

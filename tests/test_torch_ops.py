@@ -322,6 +322,37 @@ def test_cuda_module_matches_cpu():
     torch.testing.assert_close(hn.cpu(), hn_cpu)
 
 
+def test_cuda_autocast_rule_keeps_half_data_and_float32_parameters(monkeypatch):
+    """The AutocastCUDA kernel (checked without a GPU: its cast rule, called with stand-in tensors): x and h0 go to
+    autocast's half dtype, u and b to float32, float64 and non-CUDA tensors are left alone."""
+    import indrnn_core.adapters.torch as adapter
+
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("indrnn::forward", "AutocastCUDA")
+    seen = {}
+
+    class FakeCuda:
+        def __init__(self, dtype):
+            self.dtype, self.is_cuda = dtype, True
+
+        def is_floating_point(self):
+            return True
+
+        def to(self, dtype):
+            return FakeCuda(dtype)
+
+    monkeypatch.setattr(adapter, "_forward_overload", lambda *args: seen.setdefault("args", args))
+    monkeypatch.setattr(torch, "get_autocast_dtype", lambda device: torch.bfloat16)
+    adapter._autocast_cuda_forward(None, FakeCuda(torch.float32), FakeCuda(torch.bfloat16), None,
+                                   FakeCuda(torch.float64), None, "relu", False, False)
+    x, u, b, h0 = seen["args"][:4]
+    assert (x.dtype, u.dtype, b, h0.dtype) == (torch.bfloat16, torch.float32, None, torch.float64)
+    monkeypatch.setattr(torch, "get_autocast_dtype", lambda device: torch.float32)
+    seen.clear()
+    adapter._autocast_cuda_forward(None, FakeCuda(torch.float16), FakeCuda(torch.float16), None, None, None,
+                                   "relu", False, False)
+    assert seen["args"][0].dtype == seen["args"][1].dtype == torch.float32
+
+
 @CUDA
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_autocast_keeps_half_storage(dtype):
