@@ -333,16 +333,19 @@ def _forward(x, u, b, h0, lengths, activation, batch_first, reverse):
 # 2. Functional API
 # ----------------------------------------------------------------------------------------------------------------
 def _as_lengths(lengths) -> Optional[Tensor]:
-    """lengths as a host tensor (the kernels take them on the host whatever the data's device); dtype is kept so the
-    core's own check rejects non-integers."""
+    """lengths as a tensor: a CPU one as it is (dtype kept so the core's own check rejects non-integers). A CUDA
+    one goes to the host in eager calls (one synchronisation here, none in the backward), but stays on its device
+    as int64 while a CUDA graph is being captured or torch.compile traces (its graph would else hold a copy to the
+    host, which CUDA graphs cannot): nothing may be read back during capture, and the kernels then take the lengths
+    unread, clamped to [0, T]; outside capture the core checks them on the host first."""
     if lengths is None:
         return None
     if isinstance(lengths, Tensor):
         if lengths.device.type == "cpu":
             return lengths
-        if lengths.is_cuda and torch.cuda.is_current_stream_capturing():
-            # In a CUDA graph nothing may be read back: the kernels take int64 lengths on the device as they are
-            # (clamped to [0, T]; their values cannot be checked during capture).
+        if lengths.is_cuda and (torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing()):
+            if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+                raise TypeError(f"lengths must have an integer dtype, got {lengths.dtype}")
             return lengths.long()
         return lengths.cpu()
     return torch.as_tensor(lengths)

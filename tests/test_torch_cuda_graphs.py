@@ -148,3 +148,33 @@ def test_compile_reduce_overhead_equals_eager():
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
             p.grad = q.grad = None
     assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
+
+
+def test_compile_reduce_overhead_with_cuda_lengths():
+    """lengths given as a CUDA tensor stay on the device under torch.compile (a copy to the host would keep the
+    graph out of CUDA graphs); the replayed graphs equal eager calls."""
+    from torch._dynamo.utils import counters
+
+    from indrnn_core.adapters.torch import indrnn
+
+    torch._dynamo.reset()
+    counters.clear()
+    T, B, H = 30, 4, 16
+    g = torch.Generator("cuda").manual_seed(0)
+    u = torch.rand(H, device="cuda", generator=g, requires_grad=True)
+    lengths = torch.tensor([T, 0, 7, T - 1], device="cuda")
+    compiled = torch.compile(lambda x: indrnn(x, u, lengths=lengths, reverse=True), mode="reduce-overhead")
+    for seed in range(4):
+        x = torch.randn(T, B, H, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+        xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out = compiled(xc)
+        out.square().sum().backward()
+        gu = u.grad.clone()
+        u.grad = None
+        want = indrnn(xe, u, lengths=lengths.cpu(), reverse=True)
+        want.square().sum().backward()
+        torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(xc.grad, xe.grad, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(gu, u.grad, rtol=1e-5, atol=1e-6)
+        u.grad = None
+    assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
