@@ -42,7 +42,7 @@ from flax.nnx.nn import dtypes as _dtypes
 from indrnn_core import init as _init
 from indrnn_core.layers import StackSpec, check_bool, check_size
 
-from .jax import indrnn_with_state
+from .jax import indrnn_with_state, project
 
 __all__ = ["IndRNN", "RecurrentKernel", "clip_recurrent_weights"]
 
@@ -167,7 +167,7 @@ class IndRNN(nnx.Module):
             x, kernel, u, bias, state = _dtypes.promote_dtype(
                 (layer_input, params.kernel[...], params.recurrent_kernel[...], bias,
                  None if h0 is None else h0[run.index]), dtype=self.dtype)
-            h, last = indrnn_with_state(x @ kernel, u, bias, state, activation=spec.activation,
+            h, last = indrnn_with_state(project(x, kernel), u, bias, state, activation=spec.activation,
                                         batch_first=not self.time_major, lengths=lengths, reverse=run.reverse)
             finals.append(last)
             outputs.append(h)

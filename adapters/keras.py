@@ -121,8 +121,12 @@ def _activation_name(activation) -> str:
 
 def _project(x, kernel):
     """``x @ kernel`` in ``x``'s dtype (Keras 3.15's torch ``ops.matmul`` computes float64 operands in float32;
-    its einsum does not)."""
-    if keras.config.backend() == "torch" and keras.backend.standardize_dtype(x.dtype) == "float64":
+    its einsum does not); on jax as the JAX adapter's :func:`~indrnn_core.adapters.jax.project` computes it (XLA's
+    dot is slow for the 1-4 input features of pixel and adding tasks)."""
+    backend = keras.config.backend()
+    if backend == "jax":
+        return importlib.import_module("indrnn_core.adapters.jax").project(x, kernel)
+    if backend == "torch" and keras.backend.standardize_dtype(x.dtype) == "float64":
         return ops.einsum("...d,du->...u", x, kernel)
     return ops.matmul(x, kernel)
 

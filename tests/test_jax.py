@@ -419,3 +419,20 @@ def test_cuda_path_on_a_real_gpu():
     v = jax.jit(jax.vmap(lambda x: indrnn(x, put(p["u"]))))(put(xs))
     for i in range(2):
         np.testing.assert_allclose(np.asarray(v[i]), indrnn_core.forward(xs[i], p["u"]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("features", [1, 2, 4, 5])
+def test_project_equals_matmul_values_gradients_and_vmap(x64, features):
+    # project() multiplies and adds for D <= 4 features (with its own VJP) and calls dot above: in float64 both
+    # equal x @ kernel and its gradients to rounding of a D-term sum.
+    rng = np.random.default_rng(features)
+    x = jnp.asarray(rng.standard_normal((3, 7, features)))
+    kernel = jnp.asarray(rng.standard_normal((features, 5)))
+    g = jnp.asarray(rng.standard_normal((3, 7, 5)))
+    np.testing.assert_allclose(adapter.project(x, kernel), x @ kernel, rtol=1e-13, atol=1e-13)
+    got = jax.jit(jax.grad(lambda x, k: jnp.vdot(adapter.project(x, k), g), (0, 1)))(x, kernel)
+    want = jax.grad(lambda x, k: jnp.vdot(x @ k, g), (0, 1))(x, kernel)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jax.vmap(adapter.project, (0, None))(x, kernel), x @ kernel, rtol=1e-13, atol=1e-13)
+    check_grads(adapter.project, (x, kernel), order=1, modes=["rev"])
