@@ -195,6 +195,89 @@ def test_long_float32_sequence_cpu(monkeypatch, H):
     check_against_reference(p, opts, run(CPU, p, opts, True))
 
 
+# id: (T, B, H, time_parallel). The register-blocked kernels of ``indrnn_core.cpu.narrow``: "rows" (sequential,
+# B*H a multiple of 16 up to 64) and "lanes" (time-parallel, B*H dividing 16, below it), each with a tail.
+NARROW_CASES = {
+    "rows-H16": (203, 1, 16, False),
+    "rows-B2-H16": (150, 2, 16, False),
+    "rows-B4-H12": (70, 4, 12, False),
+    "lanes-H1": (203, 1, 1, True),
+    "lanes-B2-H1": (151, 2, 1, True),
+    "lanes-H8": (99, 1, 8, True),
+}
+
+
+@pytest.fixture
+def narrow_paths(monkeypatch):
+    """Short problems through the narrow kernels: no minimum length for the rows kernels; enough segments per
+    sequence (a multiple of 16 / (B*H)) for the lanes kernels; the general kernels otherwise, to compare with."""
+    from indrnn_core.cpu import narrow, recurrence
+
+    monkeypatch.setattr(recurrence, "NARROW_MIN_STEPS", 1)
+    monkeypatch.setattr(tp, "CPU_LANE_ELEMENTS", 64)
+    calls = []
+    for name in ("rows_forward_into", "rows_backward_into", "lanes_forward_into", "lanes_backward_into"):
+        real = getattr(narrow, name)
+        monkeypatch.setattr(narrow, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name),
+                                                                                     _real(*a, **k))[1])
+    return calls
+
+
+def _general_kernels(monkeypatch):
+    from indrnn_core.cpu import narrow
+
+    monkeypatch.setattr(narrow, "rows_applies", lambda C: False)
+    monkeypatch.setattr(narrow, "lanes_segments", lambda *a: (0, 0))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_narrow_kernels_match_reference_and_general_kernels(narrow_paths, monkeypatch, activation, dtype):
+    for i, (case, (T, B, H, time_parallel)) in enumerate(NARROW_CASES.items()):
+        batch_first, reverse = B == 1 and i % 2 == 1, i % 3 == 1
+        opts = dict(activation=activation, batch_first=batch_first, reverse=reverse, lengths=None)
+        p = make_problem(T, B, H, dtype, batch_first, seed=200 + i)
+        optional = i % 2 == 0
+        del narrow_paths[:]
+        got = run(CPU, p, opts, time_parallel, optional)
+        kind = "lanes" if time_parallel else "rows"
+        assert f"{kind}_backward_into" in narrow_paths, f"case {case}: the {kind} kernels did not run"
+        try:
+            check_against_reference(p, opts, got, optional)
+        except AssertionError as exc:
+            raise AssertionError(f"case {case}: {exc}") from None
+        for a, b in zip(got, run(CPU, p, opts, time_parallel, optional)):  # reruns: bit-identical
+            assert np.array_equal(a, b, equal_nan=True), f"case {case}: a rerun differs"
+    for i, (case, (T, B, H, time_parallel)) in enumerate(NARROW_CASES.items()):
+        opts = dict(activation=activation, batch_first=False, reverse=False, lengths=None)
+        p = make_problem(T, B, H, dtype, False, seed=300 + i)
+        fast = run(CPU, p, opts, time_parallel)
+        with monkeypatch.context() as m:
+            _general_kernels(m)
+            del narrow_paths[:]
+            general = run(CPU, p, opts, time_parallel)
+            assert not narrow_paths
+        for name, a, s in zip(("h", "final state", "gx", "gu", "gb", "gh0"), fast, general):
+            scale = 1.0 + np.abs(s).max(initial=0.0) * (T if name in ("gu", "gb") else 1)
+            n = T * B if name in ("gu", "gb") else T
+            assert_close(f"case {case}: {name} vs general kernels", a, s, dtype, n, scale=scale,
+                         against_kernels=True)
+
+
+def test_narrow_kernels_do_not_depend_on_thread_count(narrow_paths):
+    for T, B, H, time_parallel in ((150, 2, 16, False), (203, 1, 1, True)):
+        p = make_problem(T, B, H, np.float32, False, seed=7)
+        opts = dict(activation="relu", batch_first=False, reverse=False, lengths=None)
+        many = run(CPU, p, opts, time_parallel)
+        numba.set_num_threads(1)
+        try:
+            one = run(CPU, p, opts, time_parallel)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        for a, b in zip(many, one):
+            assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_any_strides_and_read_only_inputs_cpu(batch_first):
     rng = np.random.default_rng(6)

@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _activations as A
+from . import narrow
 
 
 @njit(inline="always")
@@ -90,52 +91,88 @@ def _backward_row(act, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one):
 
 
 @njit(inline="always")
-def _forward_rows(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, lo, hi):
-    """Sequences lo..hi-1. ``row`` is ``_row_time_major`` or ``_row_batch_first``, passed as a function so each
-    layout compiles its own loop (a runtime layout switch per row defeats vectorisation). With ``write_final``,
-    ``final[n]`` [B, H] receives sequence n's final state: its last visited row, or h0[n] when it has no steps."""
+def _forward_rows(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, lo, hi, j0, j1):
+    """Sequences lo..hi-1, hidden units j0..j1-1. ``row`` is ``_row_time_major`` or ``_row_batch_first``, passed
+    as a function so each layout compiles its own loop (a runtime layout switch per row defeats vectorisation).
+    With ``write_final``, ``final[n]`` [B, H] receives sequence n's final state: its last visited row, or h0[n]
+    when it has no steps."""
     T = x.shape[1] if batch_first else x.shape[0]
     one = u.dtype.type(1)
+    u, bias = u[j0:j1], bias[j0:j1]
     for i in range(T * (hi - lo)):
         n, s = _visit(i, lo, hi, T, batch_first)
         length = lengths[n]
         if s >= length:
-            row(out, s, n)[:] = 0
+            row(out, s, n)[j0:j1] = 0
             if write_final and s == 0:
-                final[n, :] = h0[n]
+                final[n, j0:j1] = h0[n, j0:j1]
             continue
         t = length - 1 - s if reverse else s
-        xt = row(x, t, n)
-        ht = row(out, t, n)
+        xt = row(x, t, n)[j0:j1]
+        ht = row(out, t, n)[j0:j1]
         if s == 0:
-            prev = h0[n]
+            prev = h0[n, j0:j1]
         else:
-            prev = row(out, t + 1 if reverse else t - 1, n)
+            prev = row(out, t + 1 if reverse else t - 1, n)[j0:j1]
         _forward_row(act, xt, prev, u, bias, ht, one)
         if write_final and s == length - 1:
-            final[n, :] = ht
+            final[n, j0:j1] = ht
+
+
+# A work item is a chunk of the batch and, when there are fewer sequences than threads (``chunks`` > B), a block
+# of hidden units: columns are independent, so every element sees the same arithmetic (and gu, gb the same sums)
+# however the work is split. Blocks start on a multiple of COLUMN_ALIGN elements (64 bytes in float32: a cache
+# line), so no two threads write the same line of a contiguous row.
+COLUMN_ALIGN = 16
+
+
+@njit(inline="always")
+def _item_count(chunks, B):
+    batch_chunks = min(B, chunks)
+    return batch_chunks * max(1, chunks // max(batch_chunks, 1))
+
+
+@njit(inline="always")
+def _column_edge(c, col_chunks, H):
+    if c == 0:
+        return 0
+    if c == col_chunks:
+        return H
+    return min(H, (c * H // col_chunks + COLUMN_ALIGN - 1) // COLUMN_ALIGN * COLUMN_ALIGN)
+
+
+@njit(inline="always")
+def _work_item(c, chunks, B, H):
+    """Work item c of ``_item_count(chunks, B)``: (sequences lo..hi-1, units j0..j1-1)."""
+    batch_chunks = min(B, chunks)
+    col_chunks = max(1, chunks // max(batch_chunks, 1))
+    bc, cc = c // col_chunks, c % col_chunks
+    lo, hi = bc * B // batch_chunks, (bc + 1) * B // batch_chunks
+    return lo, hi, _column_edge(cc, col_chunks, H), _column_edge(cc + 1, col_chunks, H)
 
 
 @njit(cache=True, parallel=True)
 def _forward_parallel(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, chunks):
-    B = lengths.shape[0]
-    for c in prange(chunks):
-        lo, hi = c * B // chunks, (c + 1) * B // chunks
+    B, H = lengths.shape[0], u.shape[0]
+    for c in prange(_item_count(chunks, B)):
+        lo, hi, j0, j1 = _work_item(c, chunks, B, H)
         if batch_first:
             _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
-                          lo, hi)
+                          lo, hi, j0, j1)
         else:
             _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
-                          lo, hi)
+                          lo, hi, j0, j1)
 
 
 @njit(cache=True)
 def _forward_serial(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final):
-    B = lengths.shape[0]
+    B, H = lengths.shape[0], u.shape[0]
     if batch_first:
-        _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final, 0, B)
+        _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final, 0, B,
+                      0, H)
     else:
-        _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final, 0, B)
+        _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final, 0, B,
+                      0, H)
 
 
 _FLUSH_STEPS = 64
@@ -143,37 +180,40 @@ _FLUSH_STEPS = 64
 
 @njit(inline="always")
 def _backward_rows(row, grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
-                   block_part, lo, hi):
+                   block_part, lo, hi, j0, j1):
     """Visits run backwards (visit index s from T-1 down to 0). ``carry[n]`` holds dL/dh at the visited step coming
     from later steps: it starts as grad_hn[n] and ends as dL/dh0[n]. ``gu_part``/``gb_part`` [B, H] (float64)
     receive per-sequence sums. The inner loop accumulates in the data type into ``block_part`` [2, B, H] and
-    flushes to float64 every ``_FLUSH_STEPS`` steps: float32 speed, float64 accuracy over 10^4 steps."""
+    flushes to float64 every ``_FLUSH_STEPS`` steps: float32 speed, float64 accuracy over 10^4 steps. Only units
+    j0..j1-1 are touched."""
     T = h.shape[1] if batch_first else h.shape[0]
     one = u.dtype.type(1)
+    u = u[j0:j1]
     for n in range(lo, hi):
-        carry[n, :] = grad_hn[n]
-        gu_part[n, :] = 0
-        gb_part[n, :] = 0
-        block_part[:, n, :] = 0
+        carry[n, j0:j1] = grad_hn[n, j0:j1]
+        gu_part[n, j0:j1] = 0
+        gb_part[n, j0:j1] = 0
+        block_part[:, n, j0:j1] = 0
     for i in range(T * (hi - lo)):
         n, s_forward = _visit(i, lo, hi, T, batch_first)
         s = T - 1 - s_forward
         length = lengths[n]
         if s >= length:
-            row(gx, s, n)[:] = 0
+            row(gx, s, n)[j0:j1] = 0
             continue
         t = length - 1 - s if reverse else s
-        ht = row(h, t, n)
-        dht = row(grad_h, t, n)
-        gxt = row(gx, t, n)
+        ht = row(h, t, n)[j0:j1]
+        dht = row(grad_h, t, n)[j0:j1]
+        gxt = row(gx, t, n)[j0:j1]
         if s == 0:
-            prev = h0[n]
+            prev = h0[n, j0:j1]
         else:
-            prev = row(h, t + 1 if reverse else t - 1, n)
-        _backward_row(act, dht, ht, prev, u, carry[n], gxt, block_part[0, n], block_part[1, n], one)
+            prev = row(h, t + 1 if reverse else t - 1, n)[j0:j1]
+        _backward_row(act, dht, ht, prev, u, carry[n, j0:j1], gxt, block_part[0, n, j0:j1], block_part[1, n, j0:j1],
+                      one)
         if s % _FLUSH_STEPS == 0:  # s == 0 is every sequence's last visit, so everything is flushed
-            _flush(block_part[0, n], gu_part[n])
-            _flush(block_part[1, n], gb_part[n])
+            _flush(block_part[0, n, j0:j1], gu_part[n, j0:j1])
+            _flush(block_part[1, n, j0:j1], gb_part[n, j0:j1])
 
 
 @njit(inline="always")
@@ -186,27 +226,27 @@ def _flush(block, total):
 @njit(cache=True, parallel=True)
 def _backward_parallel(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
                        block_part, chunks):
-    B = lengths.shape[0]
-    for c in prange(chunks):
-        lo, hi = c * B // chunks, (c + 1) * B // chunks
+    B, H = lengths.shape[0], u.shape[0]
+    for c in prange(_item_count(chunks, B)):
+        lo, hi, j0, j1 = _work_item(c, chunks, B, H)
         if batch_first:
             _backward_rows(_row_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
-                           gb_part, carry, block_part, lo, hi)
+                           gb_part, carry, block_part, lo, hi, j0, j1)
         else:
             _backward_rows(_row_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
-                           gb_part, carry, block_part, lo, hi)
+                           gb_part, carry, block_part, lo, hi, j0, j1)
 
 
 @njit(cache=True)
 def _backward_serial(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
                      block_part):
-    B = lengths.shape[0]
+    B, H = lengths.shape[0], u.shape[0]
     if batch_first:
         _backward_rows(_row_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
-                       gb_part, carry, block_part, 0, B)
+                       gb_part, carry, block_part, 0, B, 0, H)
     else:
         _backward_rows(_row_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
-                       gb_part, carry, block_part, 0, B)
+                       gb_part, carry, block_part, 0, B, 0, H)
 
 
 @njit(cache=True)
@@ -230,11 +270,19 @@ def _sum_rows(gu_part, gb_part, gu, gb):
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
+# With fewer sequences than threads, each sequence's units are split into blocks of at least this many, so a single
+# long sequence with a wide row uses every core (measured: BENCHMARKS.md, issue 14's section).
+COLUMN_MIN = 64
+
+
 def _chunks(x, batch):
-    """How many threads to split the batch over; 1 means run serially."""
+    """How many work items to split the work over (``_work_item``); 1 means run serially."""
     if x.size < PARALLEL_MIN_ELEMENTS:
         return 1
-    return max(1, min(batch, numba.get_num_threads()))
+    threads = numba.get_num_threads()
+    if batch >= threads:
+        return max(1, threads)
+    return max(1, batch * min(threads // max(batch, 1), x.shape[-1] // COLUMN_MIN))
 
 
 @njit(cache=True)
@@ -243,6 +291,17 @@ def _chunks_of(size, batch, min_elements):
     if size < min_elements:
         return 1
     return max(1, min(batch, numba.get_num_threads()))
+
+
+# A few columns (B*H = 16..64, a multiple of 16) over many steps take ``narrow``'s register-blocked kernels; fewer
+# steps than this stay here (the thread pool's wake-up would cost more than the steps).
+NARROW_MIN_STEPS = 1024
+
+
+def _narrow_rows(a, lengths, batch_first, arrays):
+    T = a.shape[1] if batch_first else a.shape[0]
+    return (T >= NARROW_MIN_STEPS and narrow.rows_applies(lengths.shape[0] * a.shape[-1])
+            and narrow.eligible(arrays, lengths, T, batch_first))
 
 
 def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None):
@@ -254,6 +313,10 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=Non
         b = np.zeros(H, dtype=u.dtype)
     if h0 is None:
         h0 = np.zeros((B, H), dtype=u.dtype)
+    if _narrow_rows(x, lengths, batch_first, (x, out)):
+        if batch_first:
+            x, out = np.swapaxes(x, 0, 1), np.swapaxes(out, 0, 1)
+        return narrow.rows_forward_into(x, u, b, h0, reverse, act, out, final)
     write_final = final is not None
     if not write_final:
         final = np.empty((1, 1), dtype=u.dtype)  # a stand-in of the right type (h0 may be read-only), never written
@@ -269,6 +332,10 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
         h0 = np.zeros((B, H), dtype=u.dtype)
     if grad_hn is None:
         grad_hn = np.zeros((B, H), dtype=u.dtype)
+    if _narrow_rows(h, lengths, batch_first, (grad_h, h, gx)):
+        if batch_first:
+            grad_h, h, gx = np.swapaxes(grad_h, 0, 1), np.swapaxes(h, 0, 1), np.swapaxes(gx, 0, 1)
+        return narrow.rows_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0)
     run_backward(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0, _chunks(h, B))
 
 

@@ -525,6 +525,17 @@ def _config():
     return int(cfg.CPU_GROUPS), int(cfg.CPU_LANE_ELEMENTS), int(cfg.CPU_MIN_SEGMENT)
 
 
+def _narrow_lanes(a, lengths, arrays):
+    """(G, seg) when ``narrow``'s lanes kernels take these time-major arrays (B*H dividing their block of lanes,
+    full lengths, contiguous), else (0, 0)."""
+    from . import narrow
+
+    T, B, H = a.shape
+    if not narrow.eligible(arrays, lengths, T, False):
+        return 0, 0
+    return narrow.lanes_segments(T, B * H, *_config())
+
+
 def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None):
     """``recurrence.forward_into`` with the time-parallel kernel (``act`` relu or identity; inputs validated)."""
     B, H = lengths.shape[0], u.shape[0]
@@ -537,6 +548,11 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=Non
         final = np.empty((1, 1), dtype=u.dtype)  # a stand-in of the right type, never written
     if batch_first:  # time-major views: one compiled layout (a batch of one is still C-contiguous this way)
         x, out = np.swapaxes(x, 0, 1), np.swapaxes(out, 0, 1)
+    G, seg = _narrow_lanes(x, lengths, (x, out))
+    if G:
+        from . import narrow
+
+        return narrow.lanes_forward_into(x, u, b, h0, reverse, act, out, final if write_final else None, G, seg)
     forward(x, u, b, h0, lengths, reverse, act, out, final, write_final, *_config())
 
 
@@ -549,4 +565,9 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
         grad_hn = np.zeros((B, H), dtype=u.dtype)
     if batch_first:
         grad_h, h, gx = np.swapaxes(grad_h, 0, 1), np.swapaxes(h, 0, 1), np.swapaxes(gx, 0, 1)
+    G, seg = _narrow_lanes(h, lengths, (grad_h, h, gx))
+    if G:
+        from . import narrow
+
+        return narrow.lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0, G, seg)
     backward(grad_h, h, u, h0, lengths, reverse, act, grad_hn, gx, gu, gb, gh0, *_config())

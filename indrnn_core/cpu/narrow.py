@@ -1,0 +1,471 @@
+"""Kernels for few columns (``C = B*H`` small) and long sequences: each step's state in registers.
+
+The general kernels (``recurrence``, ``scan``) keep a step's state in arrays and loop over H inside each step: with
+a row of 1 or 16 elements, every step pays the loop's set-up and a round trip of the state through memory (measured
+here: ~35 ns a step at H=1), and LLVM's vectorised loop body (32 floats) never runs on a row of 16. These kernels
+work on a block of ``W = 16`` independent *lanes* at once with the 16 states held in scalar variables, so the
+compiler keeps them in registers and vectorises each statement across the lanes (SLP):
+
+* ``rows`` (sequential, ``C`` a multiple of 16): a lane is a column; a block is 16 consecutive columns of a row, so
+  each step is one contiguous 64-byte load and store per array. Blocks run in parallel when there are several.
+* ``lanes`` (time-parallel, ``C`` in 1, 2, 4, 8): a lane is one column of one segment (``indrnn_core.cpu.scan``'s
+  three phases: each segment's composed map, the boundaries in order, every segment from its start), so one step of
+  a block reads 16 elements a segment apart.
+
+Each lane runs the sequential kernels' own step formulas (and, for maps, ``scan``'s composition), so the results
+equal theirs within float rounding, and the work split never depends on the thread count (gu, gb are summed in a
+fixed order). The per-lane code is generated once per activation from the templates below (``W`` copies of each
+statement) and compiled on first use. Only the fast case comes here (``eligible``): time-major contiguous arrays
+(batch-first with B = 1 is the same memory), every sequence of full length; anything else takes the general
+kernels.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .. import _activations as A
+from .scan import _apply_map, _compose_identity, _compose_relu, _flush
+
+W = 16  # lanes per block: one AVX-512 register of float32, two of AVX2
+ROW_MAX_COLUMNS = 64  # the rows kernels take C = 16, 32, 48, 64 (more columns vectorise in the general kernels)
+_FORWARD = {A.ACT_RELU: (A.relu, _compose_relu), A.ACT_IDENTITY: (A.identity, _compose_identity),
+            A.ACT_TANH: (A.tanh, None), A.ACT_SIGMOID: (A.sigmoid, None)}
+_DERIVATIVE = {A.ACT_RELU: A.relu_derivative, A.ACT_TANH: A.tanh_derivative,
+               A.ACT_SIGMOID: A.sigmoid_derivative, A.ACT_IDENTITY: A.identity_derivative}
+
+
+def _expand(template: str) -> str:
+    """Each line holding ``{w}`` becomes W lines (lane 0..W-1), other lines are kept; ``{W}`` is W."""
+    out = []
+    for line in template.splitlines():
+        if "{w}" in line:
+            out += [line.replace("{w}", str(w)) for w in range(W)]
+        else:
+            out.append(line.replace("{W}", str(W)))
+    return "\n".join(out) + "\n"
+
+
+def _compile(template: str, name: str, namespace: dict, **njit_options):
+    scope = dict(namespace, np=np, math=math, prange=prange)
+    exec(compile(_expand(template), f"<indrnn_core.cpu.narrow.{name}>", "exec"), scope)
+    return _WithSLP(njit(**njit_options)(scope[name]))
+
+
+class _WithSLP:
+    """A dispatcher whose compilations run LLVM's SLP vectoriser (Numba leaves it off by default, and reads the
+    setting when it builds a module's passes): it is what turns the W copies of a statement into vector
+    instructions. Calls after the first (per signature) just dispatch."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self._compiled = set()
+
+    def __call__(self, *args):
+        from numba import typeof
+        from numba.core import config
+
+        key = tuple(typeof(a) for a in args)
+        if key in self._compiled:
+            return self.dispatcher(*args)
+        old = config.SLP_VECTORIZE
+        config.SLP_VECTORIZE = 1
+        try:
+            result = self.dispatcher(*args)
+        finally:
+            config.SLP_VECTORIZE = old
+        self._compiled.add(key)
+        return result
+
+
+# ---- rows: sequential, 16 consecutive columns per block -------------------------------------------------------
+# Flat time-major arrays: element (t, c) at t*C + c. Loads of a step come before its stores, so the compiler may
+# vectorise them (the arrays could alias as far as it knows).
+_ROWS_FORWARD = """
+def rows_forward(x, u, b, h0, out, final, T, C, reverse):
+    one = u.dtype.type(1)
+    dt = u.dtype.type
+    step = -C if reverse else C
+    start = (T - 1) * C if reverse else 0
+    for blk in prange(C // {W}):
+        c0 = blk * {W}
+        u{w} = u[c0 + {w}]
+        b{w} = b[c0 + {w}]
+        s{w} = h0[c0 + {w}]
+        o = start + c0
+        for s in range(T):
+            xr = x[o:o + {W}]
+            orow = out[o:o + {W}]
+            a{w} = xr[{w}]
+            s{w} = dt(f(a{w} + u{w} * s{w} + b{w}, one))
+            orow[{w}] = s{w}
+            o += step
+        final[c0 + {w}] = s{w}
+"""
+
+_ROWS_BACKWARD = """
+def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reverse):
+    one = u.dtype.type(1)
+    dt = u.dtype.type
+    step = -C if reverse else C
+    last = 0 if reverse else (T - 1) * C
+    for blk in prange(C // {W}):
+        c0 = blk * {W}
+        u{w} = u[c0 + {w}]
+        cy{w} = grad_hn[c0 + {w}]
+        pu{w} = 0.0
+        pb{w} = 0.0
+        o = last + c0
+        hcy{w} = h[o + {w}]
+        for s in range(T - 1, 0, -1):
+            p = o - step
+            gr = grad_h[o:o + {W}]
+            hr = h[p:p + {W}]
+            xr = gx[o:o + {W}]
+            g{w} = gr[{w}]
+            hp{w} = hr[{w}]
+            v{w} = (g{w} + cy{w}) * df(hcy{w}, one)
+            xr[{w}] = v{w}
+            pu{w} += v{w} * hp{w}
+            pb{w} += v{w}
+            cy{w} = v{w} * u{w}
+            hcy{w} = hp{w}
+            o = p
+        if T > 0:
+            v{w} = (grad_h[o + {w}] + cy{w}) * df(hcy{w}, one)
+            gx[o + {w}] = v{w}
+            pu{w} += v{w} * h0[c0 + {w}]
+            pb{w} += v{w}
+            cy{w} = v{w} * u{w}
+        gh0[c0 + {w}] = cy{w}
+        part_u[c0 + {w}] = pu{w}
+        part_b[c0 + {w}] = pb{w}
+"""
+
+# ---- lanes: the time-parallel phases, 16 (segment, column) lanes per block ------------------------------------
+# Lane l is column l % C of segment l // C; ``base[l]`` is the flat index of its first visit, the next visit is
+# ``stride`` further (-C when reversed). ``lu``, ``lb`` are each lane's u and b.
+_LANES_FORWARD_MAPS = """
+def lanes_forward_maps(x, lu, lb, base, stride, seg, mk, mm, mlo, mhi):
+    zero = lu.dtype.type(0)
+    dt = lu.dtype.type
+    tiny = lu.dtype.type(np.finfo(lu.dtype).tiny)
+    for blk in prange(base.shape[0] // {W}):
+        l0 = blk * {W}
+        o{w} = base[l0 + {w}]
+        u{w} = lu[l0 + {w}]
+        b{w} = lb[l0 + {w}]
+        k{w}, m{w}, lo{w}, hi{w} = lu.dtype.type(1), zero, lu.dtype.type(-np.inf), lu.dtype.type(np.inf)
+        for i in range(seg):
+            a{w} = x[o{w}] + b{w}
+            k{w}, m{w}, lo{w}, hi{w} = compose(k{w}, m{w}, lo{w}, hi{w}, u{w}, a{w}, zero, tiny)
+            k{w} = dt(k{w})
+            o{w} += stride
+        mk[l0 + {w}] = k{w}
+        mm[l0 + {w}] = m{w}
+        mlo[l0 + {w}] = lo{w}
+        mhi[l0 + {w}] = hi{w}
+"""
+
+_LANES_FORWARD_RUN = """
+def lanes_forward_run(x, lu, lb, base, stride, seg, state, out):
+    one = lu.dtype.type(1)
+    dt = lu.dtype.type
+    for blk in prange(base.shape[0] // {W}):
+        l0 = blk * {W}
+        o{w} = base[l0 + {w}]
+        u{w} = lu[l0 + {w}]
+        b{w} = lb[l0 + {w}]
+        s{w} = state[l0 + {w}]
+        for i in range(seg):
+            a{w} = x[o{w}]
+            s{w} = dt(f(a{w} + u{w} * s{w} + b{w}, one))
+            out[o{w}] = s{w}
+            o{w} += stride
+"""
+
+_LANES_BACKWARD_MAPS = """
+def lanes_backward_maps(grad_h, h, lu, base, stride, seg, ma, mm):
+    one = lu.dtype.type(1)
+    dt = lu.dtype.type
+    tiny = lu.dtype.type(np.finfo(lu.dtype).tiny)
+    for blk in prange(base.shape[0] // {W}):
+        l0 = blk * {W}
+        o{w} = base[l0 + {w}] + (seg - 1) * stride
+        u{w} = lu[l0 + {w}]
+        k{w} = one
+        m{w} = one - one
+        for i in range(seg):
+            d{w} = df(h[o{w}], one)
+            g{w} = grad_h[o{w}]
+            k{w} = dt(flush(k{w} * d{w} * u{w}, tiny))
+            m{w} = (g{w} + m{w}) * d{w} * u{w}
+            o{w} -= stride
+        ma[l0 + {w}] = k{w}
+        mm[l0 + {w}] = m{w}
+"""
+
+_LANES_BACKWARD_RUN = """
+def lanes_backward_run(grad_h, h, lu, base, stride, seg, carry, first, part_u, part_b):
+    one = lu.dtype.type(1)
+    for blk in prange(base.shape[0] // {W}):
+        l0 = blk * {W}
+        o{w} = base[l0 + {w}] + (seg - 1) * stride
+        u{w} = lu[l0 + {w}]
+        cy{w} = carry[l0 + {w}]
+        pu{w} = 0.0
+        pb{w} = 0.0
+        hcy{w} = h[o{w}]
+        for i in range(seg - 1, 0, -1):
+            hp{w} = h[o{w} - stride]
+            g{w} = grad_h[o{w}]
+            v{w} = (g{w} + cy{w}) * df(hcy{w}, one)
+            gx[o{w}] = v{w}
+            pu{w} += v{w} * hp{w}
+            pb{w} += v{w}
+            cy{w} = v{w} * u{w}
+            hcy{w} = hp{w}
+            o{w} -= stride
+        v{w} = (grad_h[o{w}] + cy{w}) * df(hcy{w}, one)
+        gx[o{w}] = v{w}
+        part_u[l0 + {w}] = pu{w} + v{w} * first[l0 + {w}]
+        part_b[l0 + {w}] = pb{w} + v{w}
+"""
+# (``gx`` is bound below: the run writes the lanes' gx in place; ``first[l]`` is the h before the lane's first
+# visit, read by the host from h or h0 before the launch.)
+_LANES_BACKWARD_RUN = _LANES_BACKWARD_RUN.replace("def lanes_backward_run(grad_h, h,",
+                                                  "def lanes_backward_run(grad_h, h, gx,")
+
+@njit(inline="always")
+def _flush_select(v, tiny):
+    """``scan._flush`` as one comparison and a select (the chained comparison there branches, which stops the
+    SLP vectoriser)."""
+    return v * 0 if abs(v) < tiny else v
+
+
+@njit(inline="always")
+def _compose_relu_lanes(kk, mm, lo, hi, uj, c, zero, tiny):
+    """``scan._compose_relu`` with ``_flush_select``: the same arithmetic, branch-free."""
+    p = uj * lo
+    q = uj * hi
+    p = zero if uj == zero else p
+    q = zero if uj == zero else q
+    lo2 = (p if p < q else q) + c
+    hi2 = (q if p < q else p) + c
+    return _flush_select(uj * kk, tiny), uj * mm + c, lo2 if lo2 > zero else zero, hi2 if hi2 > zero else zero
+
+
+@njit(inline="always")
+def _compose_identity_lanes(kk, mm, lo, hi, uj, c, zero, tiny):
+    return _flush_select(uj * kk, tiny), uj * mm + c, lo, hi
+
+
+_LANES_COMPOSE = {A.ACT_RELU: _compose_relu_lanes, A.ACT_IDENTITY: _compose_identity_lanes}
+_KERNELS: dict = {}
+
+
+def _kernel(kind: str, act: int):
+    key = (kind, act)
+    if key not in _KERNELS:
+        f, compose = _FORWARD[act]
+        ns = {"f": f, "compose": _LANES_COMPOSE.get(act), "df": _DERIVATIVE[act], "flush": _flush_select}
+        template, name = {"rows_forward": (_ROWS_FORWARD, "rows_forward"),
+                          "rows_backward": (_ROWS_BACKWARD, "rows_backward"),
+                          "lanes_forward_maps": (_LANES_FORWARD_MAPS, "lanes_forward_maps"),
+                          "lanes_forward_run": (_LANES_FORWARD_RUN, "lanes_forward_run"),
+                          "lanes_backward_maps": (_LANES_BACKWARD_MAPS, "lanes_backward_maps"),
+                          "lanes_backward_run": (_LANES_BACKWARD_RUN, "lanes_backward_run")}[kind]
+        _KERNELS[key] = _compile(template, name, ns, parallel=True)
+    return _KERNELS[key]
+
+
+# ---- host side ------------------------------------------------------------------------------------------------
+
+def _flat(a):
+    return a.reshape(-1)
+
+
+def eligible(arrays, lengths, T, batch_first) -> bool:
+    """Whether these (validated) arrays can take the narrow kernels: every sequence of full length, and each array
+    C-contiguous in time-major order ([T, B, H]; batch-first only with B = 1, which is the same memory)."""
+    B = lengths.shape[0]
+    if batch_first and B != 1:
+        return False
+    if T < 1 or not (lengths == T).all():
+        return False
+    return all(a.flags.c_contiguous for a in arrays)
+
+
+def rows_applies(C: int) -> bool:
+    return C % W == 0 and 0 < C <= ROW_MAX_COLUMNS
+
+
+def _per_column(v, B):
+    return np.ascontiguousarray(np.broadcast_to(v, (B, v.shape[0]))).reshape(-1)
+
+
+def rows_forward_into(x, u, b, h0, reverse, act, out, final):
+    """The sequential forward over [T, B, H] (time-major, contiguous) for C = B*H in ``rows_applies``."""
+    T, B, H = x.shape
+    C = B * H
+    fin = np.empty(C, u.dtype)
+    _kernel("rows_forward", act)(_flat(x), _per_column(u, B), _per_column(b, B), np.ascontiguousarray(h0).reshape(-1),
+                                 _flat(out), fin, T, C, bool(reverse))
+    if final is not None:
+        final[...] = fin.reshape(B, H)
+
+
+def rows_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0):
+    """The sequential backward (``rows_forward_into``'s counterpart); gu, gb summed over the batch in order."""
+    T, B, H = h.shape
+    C = B * H
+    part_u, part_b = np.empty(C), np.empty(C)
+    gh0_flat = np.empty(C, u.dtype)
+    _kernel("rows_backward", act)(_flat(grad_h), _flat(h), _per_column(u, B), np.ascontiguousarray(h0).reshape(-1),
+                                  np.ascontiguousarray(grad_hn).reshape(-1), _flat(gx), part_u, part_b, gh0_flat, T, C,
+                                  bool(reverse))
+    gh0[...] = gh0_flat.reshape(B, H)
+    _batch_sum(part_u.reshape(B, H), gu)
+    _batch_sum(part_b.reshape(B, H), gb)
+
+
+def _batch_sum(part, out):
+    acc = np.zeros(part.shape[1])
+    for n in range(part.shape[0]):  # fixed order: sequences ascending
+        acc += part[n]
+    out[...] = acc
+
+
+def lanes_segments(T: int, C: int, groups: int, lane_elements: int, min_segment: int):
+    """(G segments, seg visits each) for the lanes kernels, or (0, 0) when they do not apply: C must divide W and
+    G*C fill whole blocks of W lanes. G follows ``scan``'s rule (never the thread count)."""
+    if C < 1 or W % C or C == W:  # a whole row per block: the rows kernels' case (sequential is faster there)
+        return 0, 0
+    K = max(1, lane_elements // C)
+    G = min(groups * K, T // max(min_segment, 1))
+    per_block = W // C
+    G = G // per_block * per_block
+    if G < per_block or G < 2:
+        return 0, 0
+    return G, T // G
+
+
+def _lanes(T, B, H, G, seg, reverse, u, b):
+    C = B * H
+    lane = np.arange(G * C)
+    g, c = lane // C, lane % C
+    if reverse:
+        base, stride = (T - 1 - g * seg) * C + c, -C
+    else:
+        base, stride = g * seg * C + c, C
+    j = c % H
+    return base.astype(np.int64), stride, np.ascontiguousarray(u[j]), (None if b is None else np.ascontiguousarray(b[j]))
+
+
+def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
+    """The time-parallel forward (relu or identity) over [T, B, H] (time-major, contiguous), C = B*H dividing W."""
+    T, B, H = x.shape
+    C = B * H
+    base, stride, lu, lb = _lanes(T, B, H, G, seg, reverse, u, b)
+    xf, of = _flat(x), _flat(out)
+    n = G * C
+    mk, mm, mlo, mhi = (np.empty(n, u.dtype) for _ in range(4))
+    _kernel("lanes_forward_maps", act)(xf, lu, lb, base, stride, seg, mk, mm, mlo, mhi)
+    state = np.empty(n, u.dtype)
+    cur = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1).copy()
+    _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C)
+    _kernel("lanes_forward_run", act)(xf, lu, lb, base, stride, seg, state, of)
+    # the tail: visits G*seg .. T-1, serially, from the state after the last segment
+    f = _FORWARD[act][0]
+    _tail_forward(f, xf, _per_column(u, B), _per_column(b, B), of, cur, G * seg, T, C, bool(reverse))
+    if final is not None:
+        final[...] = cur.reshape(B, H)
+
+
+@njit(cache=True)
+def _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C):
+    for g in range(G):
+        for c in range(C):
+            l = g * C + c
+            state[l] = cur[c]
+            cur[c] = _apply_map(mk[l], mm[l], mlo[l], mhi[l], cur[c])
+
+
+@njit
+def _tail_forward(f, x, u, b, out, cur, s0, T, C, reverse):
+    one = u.dtype.type(1)
+    for s in range(s0, T):
+        t = T - 1 - s if reverse else s
+        for c in range(C):
+            v = f(x[t * C + c] + u[c] * cur[c] + b[c], one)
+            cur[c] = v
+            out[t * C + c] = v
+
+
+def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0, G, seg):
+    """The time-parallel backward (any activation), the lanes kernels' counterpart of ``scan.backward``."""
+    T, B, H = h.shape
+    C = B * H
+    base, stride, lu, _ = _lanes(T, B, H, G, seg, reverse, u, None)
+    gf, hf, xf = _flat(grad_h), _flat(h), _flat(gx)
+    n = G * C
+    ma, mm = np.empty(n, u.dtype), np.empty(n, u.dtype)
+    _kernel("lanes_backward_maps", act)(gf, hf, lu, base, stride, seg, ma, mm)
+    h0f = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1)
+    cur = np.ascontiguousarray(grad_hn, dtype=u.dtype).reshape(-1).copy()
+    tail_u, tail_b = np.zeros(C), np.zeros(C)
+    _tail_backward(_DERIVATIVE[act], gf, hf, _per_column(u, B), h0f, xf, cur, tail_u, tail_b, G * seg, T, C,
+                   bool(reverse))
+    carry = np.empty(n, u.dtype)
+    _boundaries_backward(ma, mm, carry, cur, G, C)
+    gh0[...] = cur.reshape(B, H)
+    # h before each lane's first visit: the previous segment's last visit, h0 for segment 0
+    first = np.empty(n, u.dtype)
+    first[:C] = h0f
+    if G > 1:
+        first[C:] = hf[base[C:] - stride]
+    part_u, part_b = np.empty(n), np.empty(n)
+    _kernel("lanes_backward_run", act)(gf, hf, xf, lu, base, stride, seg, carry, first, part_u, part_b)
+    _sum_lanes(tail_u, tail_b, part_u, part_b, G, C, B, H, gu, gb)
+
+
+@njit(cache=True)
+def _boundaries_backward(ma, mm, carry, cur, G, C):
+    for g in range(G - 1, -1, -1):
+        for c in range(C):
+            l = g * C + c
+            carry[l] = cur[c]
+            cur[c] = ma[l] * cur[c] + mm[l]
+
+
+@njit
+def _tail_backward(df, grad_h, h, u, h0, gx, cur, tail_u, tail_b, s_lo, T, C, reverse):
+    one = u.dtype.type(1)
+    for s in range(T - 1, s_lo - 1, -1):
+        t = T - 1 - s if reverse else s
+        tp = T - s if reverse else s - 1
+        for c in range(C):
+            v = (grad_h[t * C + c] + cur[c]) * df(h[t * C + c], one)
+            gx[t * C + c] = v
+            prev = h0[c] if s == 0 else h[tp * C + c]
+            tail_u[c] += v * prev
+            tail_b[c] += v
+            cur[c] = v * u[c]
+
+
+@njit(cache=True)
+def _sum_lanes(tail_u, tail_b, part_u, part_b, G, C, B, H, gu, gb):
+    """Fixed order: sequences ascending; within one, the tail, then segments ascending."""
+    for j in range(H):
+        acc_u = 0.0
+        acc_b = 0.0
+        for n in range(B):
+            c = n * H + j
+            acc_u += tail_u[c]
+            acc_b += tail_b[c]
+            for g in range(G):
+                acc_u += part_u[g * C + c]
+                acc_b += part_b[g * C + c]
+        gu[j] = acc_u
+        gb[j] = acc_b
