@@ -15,13 +15,12 @@ from CUDA events on one stream, the calls queued behind a spin kernel so that th
 the kernels' times (it is the torch rows' subject). Outputs are preallocated and passed as ``out=`` so allocation is
 not timed; the first calls (JIT compilation) are warm-up and not timed either.
 
-Also home of the helpers the other suites share: ``machine_info``, ``measure`` (CPU wall clock), ``measure_cuda``
-(CUDA events), ``summary``; the gate's error measure is ``indrnn_core.testing.scaled_error``.
+Also home of the machine header the other suites share (``machine_info``) and of ``measure_cuda`` (CUDA events
+behind a held stream); the timing loop, the summaries and the gate record are ``benchmarks.harness``'s.
 """
 
 from __future__ import annotations
 
-import gc
 import importlib.metadata
 import os
 import platform
@@ -33,23 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
-from indrnn_core.testing import scaled_error
-
+from . import harness
 from .configs import Shape
+from .harness import GATE_TOLERANCE, GateError, alternate, measure, public, summary  # noqa: F401  (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The shape the correctness gate runs at: small and awkward (nothing a multiple of a SIMD width or a block).
 GATE_SHAPE = Shape("gate", 29, 3, 21, "correctness gate")
-# Relative to max(1, |reference|): float32 keeps ~7 digits, and 29 steps of accumulation lose a few.
-GATE_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 ACTIVATION = "relu"
 # ``--time-parallel``: which kernels forward/backward run (``time_parallel=`` None, True, False).
 TIME_PARALLEL = {"auto": None, "on": True, "off": False}
-
-
-class GateError(RuntimeError):
-    """An implementation disagreed with ``indrnn_core.reference``: its speed is not worth reporting."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -153,43 +146,11 @@ def gpu_info() -> dict:
 # Timing
 # --------------------------------------------------------------------------------------------------------------
 
-def summary(seconds: list[float]) -> dict:
-    """Median, min and max of a list of times in seconds, as milliseconds."""
-    return {"median_ms": statistics.median(seconds) * 1e3, "min_ms": min(seconds) * 1e3,
-            "max_ms": max(seconds) * 1e3, "repeats": len(seconds)}
-
-
 def _repeat_count(estimate_s: float, repeats: int, max_seconds: float | None) -> int:
     """At most ``repeats``, fewer when that would take longer than ``max_seconds`` (but never fewer than 3)."""
     if max_seconds is None or estimate_s <= 0:
         return repeats
     return max(min(3, repeats), min(repeats, int(max_seconds / estimate_s)))
-
-
-def measure(fn, repeats: int, *, warmup: int = 2, max_seconds: float | None = None, sync=None) -> dict:
-    """Wall-clock ``fn()`` ``repeats`` times after ``warmup`` untimed calls; ``sync()`` (e.g. JAX's
-    ``block_until_ready``) runs inside the timed region after each call when given. GC is off while timing."""
-    for _ in range(max(1, warmup)):
-        t0 = time.perf_counter()
-        fn()
-        if sync is not None:
-            sync()
-        estimate = time.perf_counter() - t0
-    n = _repeat_count(estimate, repeats, max_seconds)
-    times = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            if sync is not None:
-                sync()
-            times.append(time.perf_counter() - t0)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return summary(times)
 
 
 _HOLD = []  # [the hold kernel, microseconds per loop iteration], made and calibrated on first use
@@ -273,12 +234,10 @@ def make_inputs(shape: Shape, dtype: str, seed: int = 0) -> dict[str, np.ndarray
 # --------------------------------------------------------------------------------------------------------------
 
 def check_outputs(suite: str, device: str, dtype: str, got: dict, want: dict) -> dict:
-    """Compare named outputs; the gate record that goes into the JSON."""
-    errors = {k: scaled_error(got[k], want[k]) for k in want}
-    tol = GATE_TOLERANCE[dtype]
-    return {"suite": suite, "device": device, "dtype": dtype, "shape": [GATE_SHAPE.T, GATE_SHAPE.B, GATE_SHAPE.H],
-            "activation": ACTIVATION, "tolerance": tol, "errors": errors,
-            "passed": all(e <= tol for e in errors.values())}
+    """Compare named outputs at the gate shape (``harness.check_outputs``); the gate record that goes into the
+    JSON."""
+    return harness.check_outputs(suite, device, dtype, got, want, shape=(GATE_SHAPE.T, GATE_SHAPE.B, GATE_SHAPE.H),
+                                 activation=ACTIVATION)
 
 
 def reference_outputs(inp: dict) -> dict:
@@ -361,22 +320,28 @@ def _gate_cuda(inp: dict, dt, time_parallel=None) -> dict:
 # Timing runs
 # --------------------------------------------------------------------------------------------------------------
 
-def _rows(shape: Shape, dtype: str, device: str, times: dict, copy: dict, nbytes: int, impl: str,
-          store: dict | None = None) -> list[dict]:
+def _rows(shape: Shape, dtype: str, device: str, times: dict, copy: dict | None, nbytes: int, impl: str,
+          floor: dict | None = None) -> list[dict]:
     """One row per mode, each with its floor: fwd moves 2 arrays, bwd 3, fwd+bwd 5 (``nbytes`` = one array).
-    ``store`` (CPU): the time of a plain-store stream (``np.add(src, 1, out=dst)``) for the second yardstick."""
-    copy_s = copy["median_ms"] / 1e3
-    bandwidth = 2 * nbytes / copy_s  # bytes/s: a copy reads nbytes and writes nbytes
-    store_bw = None if store is None else 2 * nbytes / (store["median_ms"] / 1e3)
+    The bandwidth is ``copy``'s (CUDA: one device-to-device copy) or ``floor``'s (CPU: ``best_floor``, the best of
+    several streams; its best ordinary-store stream is the second yardstick, ``x_store_floor``)."""
+    if floor is None:
+        bandwidth = 2 * nbytes / (copy["median_ms"] / 1e3)  # bytes/s: a copy reads nbytes and writes nbytes
+        store_bw = None
+    else:
+        bandwidth = floor["GBps"] * 1e9
+        store_bw = None if floor["ordinary_GBps"] is None else floor["ordinary_GBps"] * 1e9
     rows = []
     for mode, arrays in (("fwd", 2), ("bwd", 3), ("fwdbwd", 5)):
         floor_ms = arrays * nbytes / bandwidth * 1e3
         rows.append({
             "suite": "core", "impl": impl, "device": device, "dtype": dtype, "config": shape.name,
-            "T": shape.T, "B": shape.B, "H": shape.H, "mode": mode, **times[mode],
+            "T": shape.T, "B": shape.B, "H": shape.H, "mode": mode, **public(times[mode]),
             "bytes": arrays * nbytes, "copy_GBps": bandwidth / 1e9, "floor_ms": floor_ms,
             "x_floor": times[mode]["median_ms"] / floor_ms,
         })
+        if floor is not None:
+            rows[-1].update(floor_source=floor["source"], floor_bandwidths=floor["bandwidths"])
         if store_bw is not None:
             rows[-1].update(store_GBps=store_bw / 1e9,
                             x_store_floor=times[mode]["median_ms"] / (arrays * nbytes / store_bw * 1e3))
@@ -413,6 +378,77 @@ def _best_copy(a: dict, b: dict) -> dict:
     return a if a["median_ms"] <= b["median_ms"] else b
 
 
+# ---- the CPU floor: the best bandwidth the machine shows, in the same run as the kernels ------------------------
+# Streams of one array's size (read one, write another), each with ordinary or non-temporal stores, on one thread or
+# on all of Numba's threads. Non-temporal stores cannot be written in Numba (it has no intrinsic for them); glibc's
+# memcpy (np.copyto) uses them above its size threshold, so the copyto rows are the streaming-store rows, and the
+# all-thread one runs copyto on one slice per thread from a thread pool (NumPy releases the GIL while it copies).
+STORE_KINDS = ("ordinary", "streaming (memcpy)")
+
+
+def _numba_copies():
+    from numba import njit, prange
+
+    @njit(cache=True)
+    def copy_1(src, dst):
+        for i in range(src.shape[0]):
+            dst[i] = src[i]
+
+    @njit(cache=True, parallel=True)
+    def copy_all(src, dst, chunks):
+        n = src.shape[0]
+        for c in prange(chunks):
+            for i in range(c * n // chunks, (c + 1) * n // chunks):
+                dst[i] = src[i]
+
+    return copy_1, copy_all
+
+
+def floor_streams(src: np.ndarray, dst: np.ndarray) -> dict:
+    """name -> zero-argument callable moving ``src`` into ``dst`` (same size: bytes moved = 2 * nbytes). The names
+    say threads and stores; every callable is warmed up (compiled) here."""
+    import concurrent.futures
+
+    import numba
+
+    copy_1, copy_all = _numba_copies()
+    s, d = src.reshape(-1), dst.reshape(-1)
+    threads = numba.get_num_threads()
+    pool = concurrent.futures.ThreadPoolExecutor(threads)
+    bounds = [(c * s.size // threads, (c + 1) * s.size // threads) for c in range(threads)]
+
+    def copyto_all():
+        list(pool.map(lambda lh: np.copyto(d[lh[0]:lh[1]], s[lh[0]:lh[1]]), bounds))
+
+    fns = {
+        "np.copyto, 1 thread, streaming (memcpy)": lambda: np.copyto(dst, src),
+        f"np.copyto, {threads} threads, streaming (memcpy)": copyto_all,
+        "np.add(src, 1), 1 thread, ordinary": lambda: np.add(src, 1, out=dst),
+        "numba copy, 1 thread, ordinary": lambda: copy_1(s, d),
+        f"numba prange copy, {threads} threads, ordinary": lambda: copy_all(s, d, threads),
+    }
+    for fn in fns.values():
+        fn()
+    return fns
+
+
+def measure_floor(fns: dict, repeats: int, max_seconds: float | None) -> dict:
+    """name -> timing summary of each floor stream (alternating, as the kernels are)."""
+    return alternate(fns, max(repeats, 10), max_seconds=max_seconds, min_repeats=3)
+
+
+def best_floor(*measurements: dict, nbytes: int) -> dict:
+    """The floor record from one or more ``measure_floor`` results (e.g. before and after the kernels): every
+    stream's best bandwidth (GB/s) and the best of all, which is the floor, with its name."""
+    bw = {}
+    for m in measurements:
+        for name, t in m.items():
+            bw[name] = max(bw.get(name, 0.0), 2 * nbytes / (t["median_ms"] / 1e3) / 1e9)
+    best = max(bw, key=bw.get)
+    ordinary = max((v for k, v in bw.items() if k.endswith("ordinary")), default=None)
+    return {"GBps": bw[best], "source": best, "bandwidths": bw, "ordinary_GBps": ordinary}
+
+
 def run_shape_cpu(shape: Shape, dtype: str, repeats: int, max_seconds: float | None = None,
                   time_parallel=("auto",), rounds: int = 1) -> list[dict]:
     import indrnn_core
@@ -422,6 +458,7 @@ def run_shape_cpu(shape: Shape, dtype: str, repeats: int, max_seconds: float | N
     h = np.empty_like(x)
     out = (np.empty_like(x), np.empty_like(u), np.empty_like(u), np.empty_like(h0))
     src, dst = np.ones_like(x), np.empty_like(x)
+    streams = floor_streams(src, dst)
 
     def modes(tp):
         def fwd():
@@ -438,24 +475,16 @@ def run_shape_cpu(shape: Shape, dtype: str, repeats: int, max_seconds: float | N
 
     fns = {v: modes(TIME_PARALLEL[v]) for v in time_parallel}
 
-    def copy():
-        np.copyto(dst, src)
-
-    def stream():  # read one array, write another with ordinary stores, as the kernels do
-        np.add(src, 1, out=dst)
-
-    for v in fns.values():  # compile (cached kernels load) before the copy timing so both see a warm process
+    for v in fns.values():  # compile (cached kernels load) before the floor timing so both see a warm process
         v["fwdbwd"]()
-    copy_before = measure(copy, max(repeats, 10), max_seconds=max_seconds)
-    stream_before = measure(stream, max(repeats, 10), max_seconds=max_seconds)
+    floor_before = measure_floor(streams, repeats, max_seconds)
     times = _alternating(fns, repeats, rounds, max_seconds, measure)
-    copy_after = measure(copy, max(repeats, 10), max_seconds=max_seconds)
-    stream_after = measure(stream, max(repeats, 10), max_seconds=max_seconds)
+    floor_after = measure_floor(streams, repeats, max_seconds)
+    floor = best_floor(floor_before, floor_after, nbytes=x.nbytes)
     finite = bool(np.isfinite(h).all() and np.isfinite(out[0]).all())
     rows = []
     for v in fns:
-        rows += _rows(shape, dtype, "cpu", times[v], _best_copy(copy_before, copy_after), x.nbytes,
-                      _label(v, "cpu"), store=_best_copy(stream_before, stream_after))
+        rows += _rows(shape, dtype, "cpu", times[v], None, x.nbytes, _label(v, "cpu"), floor=floor)
         for r in rows[-3:]:
             r["outputs_finite"], r["time_parallel"] = finite, v
     return rows
@@ -552,5 +581,7 @@ def format_row(r: dict) -> str:
     if "floor_ms" in r:
         s += f"  floor {r['floor_ms']:.3f} ms ({r['copy_GBps']:.1f} GB/s)  {r['x_floor']:.2f}x floor"
     if "x_store_floor" in r:
-        s += f", {r['x_store_floor']:.2f}x plain-store floor ({r['store_GBps']:.1f} GB/s)"
+        s += f", {r['x_store_floor']:.2f}x ordinary-store floor ({r['store_GBps']:.1f} GB/s)"
+    if "floor_source" in r:
+        s += f"; floor from {r['floor_source']}"
     return s

@@ -24,7 +24,7 @@ import statistics
 import numpy as np
 
 from .core_bench import machine_info
-from .torch_bench import _measure, _paired_overhead, _public
+from .harness import alternate, paired_overhead as _paired_overhead, public as _public
 
 
 def _functions(T, B, H, seed=0):
@@ -93,7 +93,7 @@ def main(argv=None):
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {info.get('cpu')}, "
           f"{info.get('cores', info.get('cpu_count'))} cores; jax {info.get('versions', {}).get('jax', '?')}")
     fns, _ = _functions(args.T, args.B, args.H)
-    t = _measure(fns, args.repeats, "cpu", max_seconds=args.max_seconds, events=False)
+    t = alternate(fns, args.repeats, max_seconds=args.max_seconds)
     base = t["kernels fwd+bwd"]
     print(f"T={args.T} B={args.B} H={args.H} float32, fwd+grad, median of {base['repeats']} alternating samples:")
     for name, r in t.items():
@@ -105,7 +105,7 @@ def main(argv=None):
     print(f"  adapter jit(vjp) overhead over the kernels: {overhead:+.1%} (target < 25%: "
           f"{'PASS' if overhead < 0.25 else 'MISS'})")
     _, one_step = _functions(1, args.B, args.H)
-    s = _measure(one_step, args.repeats, "cpu", max_seconds=args.max_seconds / 4, events=False, calls=200)
+    s = alternate(one_step, args.repeats, max_seconds=args.max_seconds / 4, calls=200)
     per_call = statistics.median(a - k for a, k in zip(s["adapter jit forward"]["samples"],
                                                         s["kernels forward"]["samples"])) * 1e6
     print(f"T=1 B={args.B} H={args.H}: adapter jit forward {s['adapter jit forward']['median_ms'] * 1e3:.1f} us, "

@@ -1,9 +1,16 @@
-"""The peer: the same recurrence as ``jax.lax.scan``, jit-compiled, forward and fwd+bwd (``jax.vjp``).
+"""The peer: the same recurrence as ``jax.lax.scan``, jit-compiled, as JAX users write it, timed alternately with
+the kernels in one process (``benchmarks.harness.alternate``).
 
-This is what a JAX user writes without the kernels: ``h_t = relu(x_t + u * h_{t-1} + b)`` stepped by ``lax.scan``,
-gradients by autodiff. The fwd+bwd function returns the same five arrays as the kernels' forward + backward
-(``h`` and ``gx, gu, gb, gh0`` for a given ``grad_h``), so both sides do the same work. Compilation happens in the
-warm-up and is not timed; every timed call ends with ``block_until_ready``.
+``h_t = relu(x_t + u * h_{t-1} + b)`` stepped by ``lax.scan``, gradients by autodiff, three ways:
+
+* ``fwd``: ``jit(forward)``, against the kernels' forward;
+* ``fwdbwd``: ``jit`` of ``jax.vjp``: ``h`` and ``gx, gu, gb, gh0`` for a given ``grad_h`` (the same five arrays as
+  the kernels' forward + backward), against the kernels' forward + backward;
+* ``grad``: ``jit(grad)`` of ``sum(h * grad_h)`` for x and u only (what a training step asks for; XLA may drop
+  the rest), against the kernels' forward + backward.
+
+Each row's ``speedup`` is the peer's time over the kernels' in the same rounds (median of per-round ratios).
+Compilation happens in the warm-up and is not timed; every timed JAX call ends with ``block_until_ready``.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import numpy as np
 
 from .configs import Shape
 from .core_bench import (ACTIVATION, GATE_SHAPE, GateError, check_outputs, format_gate, format_row, make_inputs,
-                         measure, reference_outputs)
+                         reference_outputs)
+from .harness import alternate, paired_ratio, public
 
-IMPL = "jax.lax.scan (jit)"
+IMPL = {"fwd": "jax.lax.scan (jit)", "fwdbwd": "jax.lax.scan (jit(vjp))",
+        "grad": "jax.lax.scan (jit(grad) for x, u)"}
 
 
 def available() -> bool:
@@ -44,7 +53,10 @@ def _functions(dtype: str):
         h, vjp = jax.vjp(forward, x, u, b, h0)
         return h, vjp(grad_h)
 
-    return jax.jit(forward), jax.jit(forward_backward)
+    def loss(x, u, b, h0, grad_h):
+        return jnp.sum(forward(x, u, b, h0) * grad_h)
+
+    return jax.jit(forward), jax.jit(forward_backward), jax.jit(jax.grad(loss, argnums=(0, 1)))
 
 
 def _device(device: str):
@@ -65,13 +77,15 @@ def gate(dtype: str, device: str = "cpu") -> dict:
     assert ACTIVATION == "relu"  # the scan above hard-codes relu
     inp = make_inputs(GATE_SHAPE, dtype, seed=1234)
     want = reference_outputs(inp)
-    fwd, fwdbwd = _functions(dtype)
+    fwd, fwdbwd, grad = _functions(dtype)
     dev = _device(device)
     args = [jax.device_put(inp[k], dev) for k in ("x", "u", "b", "h0", "grad_h")]
     h, (gx, gu, gb, gh0) = fwdbwd(*args)
+    gx2, gu2 = grad(*args)
     got = {"h": np.asarray(h), "gx": np.asarray(gx), "gu": np.asarray(gu), "gb": np.asarray(gb),
-           "gh0": np.asarray(gh0), "h (fwd only)": np.asarray(fwd(*args[:4]))}
-    want["h (fwd only)"] = want["h"]
+           "gh0": np.asarray(gh0), "h (fwd only)": np.asarray(fwd(*args[:4])), "gx (grad)": np.asarray(gx2),
+           "gu (grad)": np.asarray(gu2)}
+    want["h (fwd only)"], want["gx (grad)"], want["gu (grad)"] = want["h"], want["gx"], want["gu"]
     return check_outputs("jax", device, dtype, got, want)
 
 
@@ -93,29 +107,48 @@ def run(shapes: list[Shape], dtype: str, device: str, repeats: int, max_seconds:
         rec = gate(dtype, device)
         if not rec["passed"]:
             raise GateError(format_gate(rec))
-    fwd, fwdbwd = _functions(dtype)
+    fns = _functions(dtype)
     rows = []
     for shape in shapes:
-        for mode, t in _time_shape(shape, dtype, dev, fwd, fwdbwd, repeats, max_seconds).items():
-            row = {"suite": "jax", "impl": IMPL, "device": device, "dtype": dtype, "config": shape.name,
+        for mode, t in _time_shape(shape, dtype, dev, fns, repeats, max_seconds, device).items():
+            row = {"suite": "jax", "impl": IMPL[mode], "device": device, "dtype": dtype, "config": shape.name,
                    "T": shape.T, "B": shape.B, "H": shape.H, "mode": mode, **t}
-            log(format_row(row))
+            same = "" if row["speedup"] is None else f"  kernels {row['speedup']:.2f}x faster (same rounds)"
+            log(format_row(row) + same)
             rows.append(row)
     return rows
 
 
-def _time_shape(shape, dtype, dev, fwd, fwdbwd, repeats, max_seconds) -> dict:
-    """{mode: timing}; the shape's arrays are freed on return, before the next (possibly larger) shape."""
+def _time_shape(shape, dtype, dev, fns, repeats, max_seconds, device) -> dict:
+    """{mode: timing with ``speedup``}: the three peers and the kernels' forward and forward + backward, alternating
+    in the same rounds; the shape's arrays are freed on return, before the next (possibly larger) shape."""
     import jax
 
+    import indrnn_core
+
+    fwd, fwdbwd, grad = fns
     inp = make_inputs(shape, dtype)
     x, u, b, h0, g = (jax.device_put(inp[k], dev) for k in ("x", "u", "b", "h0", "grad_h"))
-    del inp
-    return {"fwd": _measure_jax(lambda: fwd(x, u, b, h0), repeats, max_seconds),
-            "fwdbwd": _measure_jax(lambda: fwdbwd(x, u, b, h0, g), repeats, max_seconds)}
+    timed = {"jax fwd": lambda: jax.block_until_ready(fwd(x, u, b, h0)),
+             "jax fwdbwd": lambda: jax.block_until_ready(fwdbwd(x, u, b, h0, g)),
+             "jax grad": lambda: jax.block_until_ready(grad(x, u, b, h0, g))}
+    if device == "cpu":  # the kernels on NumPy arrays, preallocated outputs (as core_bench times them)
+        nx, nu, nb, nh0, ng = (inp[k] for k in ("x", "u", "b", "h0", "grad_h"))
+        h = np.empty_like(nx)
+        out = (np.empty_like(nx), np.empty_like(nu), np.empty_like(nu), np.empty_like(nh0))
 
+        def kernels_fwd():
+            indrnn_core.forward(nx, nu, nb, nh0, activation=ACTIVATION, out=h)
 
-def _measure_jax(call, repeats: int, max_seconds: float | None) -> dict:
-    import jax
+        def kernels_fwdbwd():
+            kernels_fwd()
+            indrnn_core.backward(ng, h, nu, nh0, activation=ACTIVATION, out=out)
 
-    return measure(lambda: jax.block_until_ready(call()), repeats, max_seconds=max_seconds)
+        timed.update({"kernels fwd": kernels_fwd, "kernels fwdbwd": kernels_fwdbwd})
+    t = alternate(timed, repeats, max_seconds=max_seconds * len(timed) if max_seconds else None, min_repeats=3)
+    out_rows = {}
+    for mode, base in (("fwd", "kernels fwd"), ("fwdbwd", "kernels fwdbwd"), ("grad", "kernels fwdbwd")):
+        r = public(t[f"jax {mode}"])
+        r["speedup"] = paired_ratio(t[f"jax {mode}"], t[base]) if base in t else None
+        out_rows[mode] = r
+    return out_rows

@@ -41,6 +41,12 @@ DEFAULT_EXCLUDE = ("torch:LSTM",)
 
 
 # ---- worker (one backend, in its own process) -------------------------------------------------------------------
+def _harness():
+    # The worker runs as ``python -m benchmarks.keras_bench``: the package's harness is importable.
+    from benchmarks import harness
+
+    return harness
+
 def _gate(keras) -> float:
     """Scaled error of IndRNN's output against a float64 NumPy loop (raises above float32's tolerance)."""
     from indrnn_core.adapters.keras import IndRNN
@@ -88,23 +94,18 @@ def _worker(args) -> None:
         compile_s[name] = time.perf_counter() - t0
         print(f"  {keras.config.backend()} {name}: first two steps {compile_s[name]:.1f} s", file=sys.stderr,
               flush=True)
-    samples = {name: [] for name in models}
     names = list(models)
-    gc.disable()
-    start = time.perf_counter()
-    for r in range(args.repeats):
-        if r >= MIN_REPEATS and time.perf_counter() - start > args.max_seconds:
-            break  # a slow backend (Keras' stepped loops on torch): fewer rounds, all models alike
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            float(models[name].train_on_batch(x, y))  # float(): the step has finished
-            samples[name].append(time.perf_counter() - t0)
-        gc.enable()
-        gc.collect()
-        gc.disable()
+
+    def progress(r, samples):
         print(f"  {keras.config.backend()} round {r + 1}: " + ", ".join(
             f"{n} {samples[n][-1] * 1e3:.1f} ms" for n in names), file=sys.stderr, flush=True)
-    gc.enable()
+
+    harness = _harness()
+    timed = harness.alternate({name: (lambda m=model: float(m.train_on_batch(x, y)))  # float(): the step finished
+                               for name, model in models.items()}, args.repeats, warmup=0,
+                              max_seconds=args.max_seconds, min_repeats=MIN_REPEATS, deadline=True,
+                              between_rounds=gc.collect, on_round=progress)
+    samples = {name: t["samples"] for name, t in timed.items()}
     rows = [{"backend": keras.config.backend(), "model": name, "T": args.seq_len, "B": args.batch, "H": args.hidden,
              "F": args.features, "dtype": "float32", "median_ms": statistics.median(ts) * 1e3,
              "min_ms": min(ts) * 1e3, "n": len(ts), "warmup_s": compile_s[name],

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import configs
+from . import configs, harness
 from .core_bench import (GATE_SHAPE, GateError, check_outputs, format_gate, machine_info, make_inputs,
                          reference_outputs)
 
@@ -167,31 +167,20 @@ def gate(dtype: str) -> list[dict]:
 
 
 def _interleaved(fns: dict, args: dict, repeats: int, calls: int = 1) -> dict:
-    """Time each of ``fns`` in turn within every round (in a rotating order), ``repeats`` rounds after two warm-up
-    calls each; returns name -> samples (seconds per call)."""
-    for name, fn in fns.items():
-        for _ in range(2):
-            _finish(fn(*args[name]))
-    samples = {name: [] for name in fns}
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        names = list(fns)
-        for r in range(repeats):
-            # Each round starts one later: whatever a call leaves behind (TF's pool threads spin for a while after
-            # an op) falls on every implementation in turn, not always on the one after tf.scan.
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                fn, a = fns[name], args[name]
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    result = fn(*a)
-                _finish(result)
-                samples[name].append((time.perf_counter() - t0) / calls)
-            gc.collect()  # between rounds, untimed: dead TF tensors release their buffers here, not mid-sample
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
+    """``benchmarks.harness.alternate`` over ``fns`` with their ``args``: ``repeats`` rounds after two warm-up
+    calls each, a full GC between rounds (untimed: dead TF tensors release their buffers there, not mid-sample);
+    returns name -> samples (seconds per call)."""
+    def sample(item, calls):
+        fn, a = item
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            result = fn(*a)
+        _finish(result)
+        return time.perf_counter() - t0
+
+    timed = harness.alternate({name: (fns[name], args[name]) for name in fns}, repeats, warmup=2, calls=calls,
+                              sampler=sample, between_rounds=gc.collect)
+    return {name: t["samples"] for name, t in timed.items()}
 
 
 def _row(name, shape, T, dtype, mode, ts, base=None, scan=None) -> dict:

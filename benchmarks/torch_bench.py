@@ -38,15 +38,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import gc
 import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import harness
+from .configs import Shape
 
 TARGET_OVERHEAD_PCT = 10.0  # adapter fwd+bwd over the raw kernels, at T=784, B=64, H=128 float32
 TARGET_CALL_US = 50.0  # adapter per-call overhead at T=1
@@ -65,12 +66,7 @@ class GateError(RuntimeError):
     """The adapter disagrees with the plain-PyTorch loop or with the reference: no timing."""
 
 
-@dataclass(frozen=True)
-class _Shape:
-    name: str
-    T: int
-    B: int
-    H: int
+_Shape = Shape  # the harness's one shape type (benchmarks.configs.Shape)
 
 
 DEFAULT_SHAPES = (_Shape("tiny", 12, 3, 8), _Shape("mnist", 784, 64, 128))
@@ -177,16 +173,15 @@ def gate(dtype: str = "float32", device: str = "cpu") -> dict:
 # ---------------------------------------------------------------------------------------------------- timing
 def _measure(fns: dict, repeats: int, device: str, *, max_seconds: float, events: bool, calls: int = 1,
              warmup: int = 2) -> dict:
-    """Time each of ``fns`` (name -> zero-argument callable), interleaved: sample i of every function is taken
-    back to back (in an order rotating by one each round), so load from other processes (this machine is shared) hits all of them alike. A sample is
-    ``calls`` calls; ``repeats`` samples after ``warmup`` (fewer, at least one, if they would take more than
-    ``max_seconds`` in all). On CUDA a sample is timed with a ``torch.cuda.Event`` pair on the current stream when
-    ``events``, else by wall clock ending with a synchronise. Returns name -> summary with the raw ``samples``."""
+    """``benchmarks.harness.alternate`` over ``fns`` (name -> zero-argument callable): a sample is ``calls`` calls;
+    ``repeats`` rounds after ``warmup`` (fewer, at least one, if they would take more than ``max_seconds`` in all).
+    On CUDA a sample is timed with a ``torch.cuda.Event`` pair on the current stream when ``events``, else by wall
+    clock ending with a synchronise. Returns name -> summary with the raw ``samples``."""
     import torch
 
     cuda = device.startswith("cuda")
 
-    def sample(fn):
+    def sample(fn, calls):
         if cuda and events:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -202,40 +197,11 @@ def _measure(fns: dict, repeats: int, device: str, *, max_seconds: float, events
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    estimate = 0.0
-    for fn in fns.values():
-        for _ in range(max(1, warmup)):
-            t = sample(fn)
-        estimate += t
-    n = max(1, min(repeats, int(max_seconds / max(estimate, 1e-9))))
-    samples: dict = {name: [] for name in fns}
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        names = list(fns)
-        for r in range(n):
-            # Each round starts one later: what a call leaves behind (thread pools spinning after a parallel
-            # region, XLA's and TF's included) falls on every implementation in turn, not always on the next.
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                samples[name].append(sample(fns[name]) / calls)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    out = {}
-    for name, ts in samples.items():
-        med = statistics.median(ts)
-        out[name] = {"seconds_median": med, "seconds_min": min(ts), "median_ms": med * 1e3,
-                     "min_ms": min(ts) * 1e3, "repeats": n, "samples": ts}
-    return out
+    return harness.alternate(fns, repeats, warmup=warmup, max_seconds=max_seconds, calls=calls, sampler=sample)
 
 
-def _paired_overhead(t: dict, base: dict) -> float:
-    """Median over samples of (time / baseline time of the same round) - 1: robust to load drifting over a run."""
-    return statistics.median(a / b - 1 for a, b in zip(t["samples"], base["samples"]))
-
-
-def _public(t: dict) -> dict:
-    return {k: v for k, v in t.items() if k != "samples"}
+_paired_overhead = harness.paired_overhead
+_public = harness.public
 
 
 def _row(impl: str, shape: _Shape, T: int, dtype: str, device: str, mode: str, timing: dict, **extra) -> dict:
