@@ -147,16 +147,23 @@ def raw_tables(doc: dict) -> str:
         parts += ["### Kernels (indrnn_core) vs the memory-bandwidth floor", "",
                   "Median ms per call with preallocated `out=` buffers. Floor = bytes moved (fwd: read x, write h; "
                   "bwd: read grad_h and h, write gx) / copy bandwidth, measured in the same run as "
-                  "2 x nbytes / (time of one copy of an x-sized array). The plain-store floor (CPU) uses the time "
-                  "of `np.add(src, 1, out=dst)` instead: large copies use non-temporal stores, which skip reading "
-                  "the destination into the cache, and ordinary stores (NumPy's, these kernels') cannot. On CUDA "
+                  "2 x nbytes / (time of one copy of an x-sized array). On the CPU the copy bandwidth is the best "
+                  "the machine shows in the same run among five streams of an x-sized array: `np.copyto` on one "
+                  "thread and on all threads (glibc's memcpy: non-temporal stores for large arrays), `np.add`, a "
+                  "Numba copy loop on one thread and a Numba `prange` copy on all threads (ordinary stores; Numba "
+                  "cannot express non-temporal stores); the plain-store floor is the best of the ordinary-store "
+                  "streams (what kernels with ordinary stores can meet). Before issue 14 the CPU floor was one "
+                  "single-thread `np.copyto`, which is slower than the all-thread copies: ratios from earlier "
+                  "runs are flattering by up to ~2x. On CUDA "
                   "the times (kernels and copy) are GPU time: CUDA events, the calls queued behind a spin kernel, so "
                   "the host's launch cost stays out (the torch rows include it).", "",
                   core_table(rows), ""]
     if any(r.get("suite") == "jax" for r in rows):
         parts += ["### jax.lax.scan doing the same recurrence", "",
-                  "jit-compiled; fwd+bwd via `jax.vjp` returns the same h, gx, gu, gb, gh0; speed-up = scan time / "
-                  "kernel time.", "", scan_table(rows), ""]
+                  "jit-compiled, as JAX users write it: fwd+bwd via `jax.vjp` returns the same h, gx, gu, gb, gh0; "
+                  "grad is `jit(grad)` of sum(h * grad_h) for x and u; each timed alternately with the kernels in "
+                  "the same rounds; speed-up = scan time / kernel time (median of per-round ratios on the CPU).",
+                  "", scan_table(rows), ""]
     other = [r for r in rows if r.get("suite") not in ("core", "jax")]
     for suite, mode in dict.fromkeys((r.get("suite"), r.get("mode")) for r in other):
         caption = SUITE_MODE_CAPTIONS.get((suite, mode), "")

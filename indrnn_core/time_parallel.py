@@ -34,10 +34,13 @@ FORWARD_ACTIVATIONS = (ACT_RELU, ACT_IDENTITY)
 CPU_GROUPS = 8  # parallel work items per sequence (prange over them): several per core balances the load
 CPU_LANE_ELEMENTS = 64  # a work item runs max(1, this // H) segments in lockstep: SIMD across segments at small H
 CPU_MIN_SEGMENT = 64  # fewer steps per segment than this: fewer segments (the rest runs sequentially)
-# The measured rule (python -m benchmarks --config single --only core --time-parallel on off --rounds 5; 2-core
-# Xeon shared with other work, 2026-11-26, BENCHMARKS.md): fwd+bwd at T=10^6, B=1 took 78 ms scanned against 102 ms
-# sequential at H=1, but 178 against 158 ms at H=16 and (T=10^5) 238 against 153 ms at H=256: the scan reads the
-# data twice, so it wins only while the sequential kernels are bound by one step's latency, i.e. at a few columns.
+# The measured rule (python -m benchmarks --config single --only core --time-parallel auto on off --rounds 3; 2-core
+# Xeon shared with other work, BENCHMARKS.md's issue 14 section): the scan reads the data twice, so it wins only
+# while the sequential kernels are bound by one step's latency, i.e. at a few columns. At B x H = 1 it runs
+# ``indrnn_core.cpu.narrow``'s lanes kernels (16 segments in registers): several times faster than the sequential
+# kernels. At H=16 the sequential kernels themselves hold a row in registers (``narrow``'s rows kernels) and are
+# bound by memory, and at H=256 they split the row across threads: the scan loses there. B x H = 2..8 (lanes
+# kernels too) is not measured yet: the rule stays at the last measured bound.
 CPU_MAX_COLUMNS = 4  # B * H at most
 CPU_MIN_STEPS = 4096  # T at least
 

@@ -20,9 +20,10 @@ loads: one step's latency no longer bounds the speed); with a longer row they ru
 loop runs over H (contiguous). Either way each element sees the sequential kernels' arithmetic, so only the
 segment starts carry extra rounding. Subnormal map coefficients are flushed to zero (``_flush``).
 
-Measured on a 2-core Xeon (BENCHMARKS.md): the scan beats the sequential kernels at H=1 (both cores, SIMD across
-segments) but not yet at H >= 16: there it reads the data twice, and LLVM's vectorised loop body (32 floats) does
-not run on a 16-unit row; ``indrnn_core.time_parallel``'s automatic rule follows the measurements.
+With B x H dividing 16 (below it), full-length contiguous time-major arrays, ``indrnn_core.cpu.narrow``'s lanes
+kernels run the same three phases with 16 (segment, column) lanes held in registers; the loops here handle every
+other case. Measured on a 2-core Xeon (BENCHMARKS.md): the scan beats the sequential kernels at H=1 but not at
+H >= 16, where it reads the data twice; ``indrnn_core.time_parallel``'s automatic rule follows the measurements.
 """
 
 import numpy as np
