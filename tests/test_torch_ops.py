@@ -200,6 +200,25 @@ def test_grad_of_final_state_only():
     torch.testing.assert_close(h0.grad[1], torch.ones(4, dtype=torch.float64))  # length 0: h_n is h0
 
 
+def test_final_state_only_gradient_equals_dense_zero_gradient_on_the_parallel_path():
+    """Only h_n used, at a size the CPU kernels split over threads: the zero-stride zero gradient of h gives
+    exactly the gradients of a dense zero one (0 * h in the loss)."""
+    gen = torch.Generator().manual_seed(7)
+    T, B, H = 64, 8, 128  # T * B * H = 2**16: the parallel path
+    x = torch.randn(T, B, H, generator=gen)
+    u = torch.rand(H, generator=gen)
+    b = torch.randn(H, generator=gen)
+    grads = []
+    for dense in (False, True):
+        params = [t.clone().requires_grad_() for t in (x, u, b)]
+        h, hn = indrnn_with_state(*params)
+        loss = (hn * hn).sum() + ((h * 0).sum() if dense else 0)
+        loss.backward()
+        grads.append([p.grad for p in params])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_large_outputs_come_from_the_host_cache(monkeypatch):
     """The real allocation path with outputs big enough for ``indrnn_core.host_cache``: results are right, a live
     output is never handed out again, and a dead one's memory is reused by the next call."""
