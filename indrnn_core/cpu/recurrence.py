@@ -91,7 +91,35 @@ def _backward_row(act, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one):
 
 
 @njit(inline="always")
-def _forward_rows(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, lo, hi, j0, j1):
+def _forward_rows(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, lo, hi):
+    """Sequences lo..hi-1. ``row`` is ``_row_time_major`` or ``_row_batch_first``, passed as a function so each
+    layout compiles its own loop (a runtime layout switch per row defeats vectorisation). With ``write_final``,
+    ``final[n]`` [B, H] receives sequence n's final state: its last visited row, or h0[n] when it has no steps."""
+    T = x.shape[1] if batch_first else x.shape[0]
+    one = u.dtype.type(1)
+    for i in range(T * (hi - lo)):
+        n, s = _visit(i, lo, hi, T, batch_first)
+        length = lengths[n]
+        if s >= length:
+            row(out, s, n)[:] = 0
+            if write_final and s == 0:
+                final[n, :] = h0[n]
+            continue
+        t = length - 1 - s if reverse else s
+        xt = row(x, t, n)
+        ht = row(out, t, n)
+        if s == 0:
+            prev = h0[n]
+        else:
+            prev = row(out, t + 1 if reverse else t - 1, n)
+        _forward_row(act, xt, prev, u, bias, ht, one)
+        if write_final and s == length - 1:
+            final[n, :] = ht
+
+
+@njit(inline="always")
+def _forward_rows_cols(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, lo, hi, j0,
+                       j1):
     """Sequences lo..hi-1, hidden units j0..j1-1. ``row`` is ``_row_time_major`` or ``_row_batch_first``, passed
     as a function so each layout compiles its own loop (a runtime layout switch per row defeats vectorisation).
     With ``write_final``, ``final[n]`` [B, H] receives sequence n's final state: its last visited row, or h0[n]
@@ -156,23 +184,28 @@ def _forward_parallel(x, u, bias, h0, lengths, reverse, act, batch_first, out, f
     B, H = lengths.shape[0], u.shape[0]
     for c in prange(_item_count(chunks, B)):
         lo, hi, j0, j1 = _work_item(c, chunks, B, H)
-        if batch_first:
-            _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
-                          lo, hi, j0, j1)
+        if chunks <= B:  # whole rows: the loop without per-step slicing (a few % at B=16, H=256)
+            if batch_first:
+                _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
+                              lo, hi)
+            else:
+                _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
+                              lo, hi)
+        elif batch_first:
+            _forward_rows_cols(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
+                               lo, hi, j0, j1)
         else:
-            _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
-                          lo, hi, j0, j1)
+            _forward_rows_cols(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
+                               lo, hi, j0, j1)
 
 
 @njit(cache=True)
 def _forward_serial(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final):
     B, H = lengths.shape[0], u.shape[0]
     if batch_first:
-        _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final, 0, B,
-                      0, H)
+        _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final, 0, B)
     else:
-        _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final, 0, B,
-                      0, H)
+        _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final, 0, B)
 
 
 _FLUSH_STEPS = 64
@@ -180,7 +213,42 @@ _FLUSH_STEPS = 64
 
 @njit(inline="always")
 def _backward_rows(row, grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
-                   block_part, lo, hi, j0, j1):
+                   block_part, lo, hi):
+    """Visits run backwards (visit index s from T-1 down to 0). ``carry[n]`` holds dL/dh at the visited step coming
+    from later steps: it starts as grad_hn[n] and ends as dL/dh0[n]. ``gu_part``/``gb_part`` [B, H] (float64)
+    receive per-sequence sums. The inner loop accumulates in the data type into ``block_part`` [2, B, H] and
+    flushes to float64 every ``_FLUSH_STEPS`` steps: float32 speed, float64 accuracy over 10^4 steps."""
+    T = h.shape[1] if batch_first else h.shape[0]
+    one = u.dtype.type(1)
+    for n in range(lo, hi):
+        carry[n, :] = grad_hn[n]
+        gu_part[n, :] = 0
+        gb_part[n, :] = 0
+        block_part[:, n, :] = 0
+    for i in range(T * (hi - lo)):
+        n, s_forward = _visit(i, lo, hi, T, batch_first)
+        s = T - 1 - s_forward
+        length = lengths[n]
+        if s >= length:
+            row(gx, s, n)[:] = 0
+            continue
+        t = length - 1 - s if reverse else s
+        ht = row(h, t, n)
+        dht = row(grad_h, t, n)
+        gxt = row(gx, t, n)
+        if s == 0:
+            prev = h0[n]
+        else:
+            prev = row(h, t + 1 if reverse else t - 1, n)
+        _backward_row(act, dht, ht, prev, u, carry[n], gxt, block_part[0, n], block_part[1, n], one)
+        if s % _FLUSH_STEPS == 0:  # s == 0 is every sequence's last visit, so everything is flushed
+            _flush(block_part[0, n], gu_part[n])
+            _flush(block_part[1, n], gb_part[n])
+
+
+@njit(inline="always")
+def _backward_rows_cols(row, grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part,
+                        carry, block_part, lo, hi, j0, j1):
     """Visits run backwards (visit index s from T-1 down to 0). ``carry[n]`` holds dL/dh at the visited step coming
     from later steps: it starts as grad_hn[n] and ends as dL/dh0[n]. ``gu_part``/``gb_part`` [B, H] (float64)
     receive per-sequence sums. The inner loop accumulates in the data type into ``block_part`` [2, B, H] and
@@ -229,12 +297,19 @@ def _backward_parallel(grad_h, h, u, h0, lengths, reverse, act, batch_first, gra
     B, H = lengths.shape[0], u.shape[0]
     for c in prange(_item_count(chunks, B)):
         lo, hi, j0, j1 = _work_item(c, chunks, B, H)
-        if batch_first:
-            _backward_rows(_row_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
-                           gb_part, carry, block_part, lo, hi, j0, j1)
+        if chunks <= B:
+            if batch_first:
+                _backward_rows(_row_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
+                               gb_part, carry, block_part, lo, hi)
+            else:
+                _backward_rows(_row_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
+                               gb_part, carry, block_part, lo, hi)
+        elif batch_first:
+            _backward_rows_cols(_row_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
+                                gb_part, carry, block_part, lo, hi, j0, j1)
         else:
-            _backward_rows(_row_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
-                           gb_part, carry, block_part, lo, hi, j0, j1)
+            _backward_rows_cols(_row_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
+                                gb_part, carry, block_part, lo, hi, j0, j1)
 
 
 @njit(cache=True)
@@ -243,10 +318,10 @@ def _backward_serial(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_
     B, H = lengths.shape[0], u.shape[0]
     if batch_first:
         _backward_rows(_row_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
-                       gb_part, carry, block_part, 0, B, 0, H)
+                       gb_part, carry, block_part, 0, B)
     else:
         _backward_rows(_row_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
-                       gb_part, carry, block_part, 0, B, 0, H)
+                       gb_part, carry, block_part, 0, B)
 
 
 @njit(cache=True)
