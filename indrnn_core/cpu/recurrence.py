@@ -394,7 +394,7 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=Non
         b = np.zeros(H, dtype=u.dtype)
     if h0 is None:
         h0 = np.zeros((B, H), dtype=u.dtype)
-    if _narrow_rows(x, lengths, batch_first, (x, out)):
+    if x.shape[batch_first] >= NARROW_MIN_STEPS and _narrow_rows(x, lengths, batch_first, (x, out)):
         if batch_first:
             x, out = np.swapaxes(x, 0, 1), np.swapaxes(out, 0, 1)
         return narrow.rows_forward_into(x, u, b, h0, reverse, act, out, final)
@@ -413,7 +413,8 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
         h0 = np.zeros((B, H), dtype=u.dtype)
     if grad_hn is None:
         grad_hn = np.zeros((B, H), dtype=u.dtype)
-    if _narrow_rows(h, lengths, batch_first, (grad_h, h, gx), backward=True):
+    if h.shape[batch_first] >= NARROW_MIN_STEPS and _narrow_rows(h, lengths, batch_first, (grad_h, h, gx),
+                                                                  backward=True):
         if batch_first:
             grad_h, h, gx = np.swapaxes(grad_h, 0, 1), np.swapaxes(h, 0, 1), np.swapaxes(gx, 0, 1)
         return narrow.rows_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0)
