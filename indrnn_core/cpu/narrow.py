@@ -26,13 +26,12 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _activations as A
-from .scan import _apply_map, _compose_identity, _compose_relu, _flush
+from .scan import _apply_map
 
 W = 16  # lanes per block: one AVX-512 register of float32, two of AVX2
 ROW_MAX_COLUMNS = 64  # the rows kernels take C = 16, 32, 48, 64 (more columns vectorise in the general kernels)
 ROW_MAX_COLUMNS_SINGLE = 1024  # ... and a single sequence's backward up to this many (recurrence._narrow_rows)
-_FORWARD = {A.ACT_RELU: (A.relu, _compose_relu), A.ACT_IDENTITY: (A.identity, _compose_identity),
-            A.ACT_TANH: (A.tanh, None), A.ACT_SIGMOID: (A.sigmoid, None)}
+_FORWARD = {A.ACT_RELU: A.relu, A.ACT_IDENTITY: A.identity, A.ACT_TANH: A.tanh, A.ACT_SIGMOID: A.sigmoid}
 _DERIVATIVE = {A.ACT_RELU: A.relu_derivative, A.ACT_TANH: A.tanh_derivative,
                A.ACT_SIGMOID: A.sigmoid_derivative, A.ACT_IDENTITY: A.identity_derivative}
 
@@ -269,8 +268,7 @@ _KERNELS: dict = {}
 def _kernel(kind: str, act: int):
     key = (kind, act)
     if key not in _KERNELS:
-        f, compose = _FORWARD[act]
-        ns = {"f": f, "compose": _LANES_COMPOSE.get(act), "df": _DERIVATIVE[act], "flush": _flush_select}
+        ns = {"f": _FORWARD[act], "compose": _LANES_COMPOSE.get(act), "df": _DERIVATIVE[act], "flush": _flush_select}
         template, name = {"rows_forward": (_ROWS_FORWARD, "rows_forward"),
                           "rows_backward": (_ROWS_BACKWARD, "rows_backward"),
                           "lanes_forward_maps": (_LANES_FORWARD_MAPS, "lanes_forward_maps"),
@@ -361,7 +359,8 @@ def _lanes(T, B, H, G, seg, reverse, u, b):
     else:
         base, stride = g * seg * C + c, C
     j = c % H
-    return base.astype(np.int64), stride, np.ascontiguousarray(u[j]), (None if b is None else np.ascontiguousarray(b[j]))
+    lb = None if b is None else np.ascontiguousarray(b[j])
+    return base.astype(np.int64), stride, np.ascontiguousarray(u[j]), lb
 
 
 def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
@@ -378,7 +377,7 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
     _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C)
     _kernel("lanes_forward_run", act)(xf, lu, lb, base, stride, seg, state, of)
     # the tail: visits G*seg .. T-1, serially, from the state after the last segment
-    f = _FORWARD[act][0]
+    f = _FORWARD[act]
     _tail_forward(f, xf, _per_column(u, B), _per_column(b, B), of, cur, G * seg, T, C, bool(reverse))
     if final is not None:
         final[...] = cur.reshape(B, H)
