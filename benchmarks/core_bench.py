@@ -349,13 +349,14 @@ def _rows(shape: Shape, dtype: str, device: str, times: dict, copy: dict | None,
 
 
 def _alternating(fns: dict, repeats: int, rounds: int, max_seconds: float | None, measure_fn) -> dict:
-    """{variant: {mode: summary}}: ``rounds`` rounds, each measuring every variant's every mode in turn (so that
-    other load on the machine hits all variants alike); a variant's figure is the median over rounds of the
-    per-round medians (min and max over all calls)."""
+    """{variant: {mode: summary}}: ``rounds`` rounds, each measuring every variant's every mode in turn, in an order
+    rotating by one each round (so that other load on the machine hits all variants alike); a variant's figure is
+    the median over rounds of the per-round medians (min and max over all calls)."""
     runs = {v: {m: [] for m in modes} for v, modes in fns.items()}
-    for _ in range(max(1, rounds)):
-        for v, modes in fns.items():
-            for mode, fn in modes.items():
+    variants = list(fns)
+    for r in range(max(1, rounds)):
+        for v in variants[r % len(variants):] + variants[:r % len(variants)]:  # each round starts one later
+            for mode, fn in fns[v].items():
                 runs[v][mode].append(measure_fn(fn, repeats, max_seconds=max_seconds))
     return {v: {m: _median_of(s) for m, s in modes.items()} for v, modes in runs.items()}
 
