@@ -132,3 +132,17 @@ def test_adding_jax_resumed_run_equals_the_uninterrupted_one(tmp_path, capsys):
     status, out, err = run_main(TINY_ADDING + ["--out", str(parts), "--resume"], capsys)
     assert status == 0, err
     assert curve(parts) == curve(whole) and len(curve(whole)) == 7
+
+
+def test_adding_jax_resume_with_lstm_carries_its_rng_keys(tmp_path, capsys):
+    # Flax's LSTM holds RNG keys in its state: they travel through the checkpoint as key data.
+    def curve(path):
+        return [(r["model"], r["step"], r["train_loss"], r["test_mse"]) for r in read_csv(path / "adding.csv")]
+
+    flags = TINY_ADDING + ["--compare", "lstm"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run_main(flags + ["--out", str(whole)], capsys)[0] == 0
+    assert run_main(flags + ["--out", str(parts), "--until", "3"], capsys)[0] == 0
+    status, out, err = run_main(flags + ["--out", str(parts), "--resume"], capsys)
+    assert status == 0, err
+    assert curve(parts) == curve(whole)

@@ -126,12 +126,14 @@ class Trainer:
         self.lr = config.lr
 
     def get_state(self) -> dict:
-        """Parameters and optimiser state as nested dicts of NumPy arrays (picklable, for ``--resume``)."""
-        return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state((self.model, self.optimizer))))
+        """Parameters, optimiser state and RNG keys as nested dicts of NumPy arrays (picklable, for
+        ``--resume``; a key as its raw data, which NumPy can hold)."""
+        return jax.tree.map(_to_numpy, nnx.to_pure_dict(nnx.state((self.model, self.optimizer))))
 
     def set_state(self, state: dict) -> None:
         current = nnx.state((self.model, self.optimizer))
-        nnx.replace_by_pure_dict(current, state)
+        like = nnx.to_pure_dict(current)
+        nnx.replace_by_pure_dict(current, jax.tree.map(_from_numpy, state, like))
         nnx.update((self.model, self.optimizer), jax.device_put(current, self.device))
 
     def set_lr(self, lr: float) -> None:
@@ -152,6 +154,18 @@ class Trainer:
             xc, yc = self._arrays(np.ascontiguousarray(x[:, start:start + EVAL_CHUNK]), y[start:start + EVAL_CHUNK])
             total += float(_squared_error(self.model, xc, yc))
         return total / x.shape[1]
+
+
+def _is_key(leaf) -> bool:
+    return jnp.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+
+
+def _to_numpy(leaf):
+    return np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+
+
+def _from_numpy(value, like):
+    return jax.random.wrap_key_data(value, impl=jax.random.key_impl(like)) if _is_key(like) else value
 
 
 def build(kind: str, config, device: jax.Device) -> Trainer:
