@@ -59,8 +59,9 @@ def check_dtype(named_arrays):
         if a is None:
             continue
         dt = a.dtype if type(a) is np.ndarray else dtype_of(a)
-        if dt not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must have dtype float32 or float64, got {dt}")
+        if dt not in FLOAT_DTYPES:  # the message check_dtypes gives (data may be half on CUDA; u and b not)
+            hint = "" if name in ("u", "b") else " (float16 or bfloat16 on CUDA)"
+            raise TypeError(f"{name} must have dtype float32 or float64{hint}, got {_dtype_name(dt)}")
         if dtype is None:
             dtype, first = dt, name
         elif dt != dtype:
