@@ -89,6 +89,11 @@ except ImportError:  # pragma: no cover - a Keras that moved it: masks are then 
 __all__ = ["IndRNN", "IndRNNCell", "RecurrentClip", "SUPPORTED_BACKENDS", "backend_op"]
 
 SUPPORTED_BACKENDS = ("jax", "tensorflow", "torch")
+
+if keras.config.backend() == "jax":
+    # The JAX adapter's import sets the host allocator up for XLA's CPU runtime; that must happen before the model
+    # runs anything (see indrnn_core.adapters.jax._retain_host_memory), not at the layer's first call.
+    importlib.import_module("indrnn_core.adapters.jax")
 # Keras activation names -> the kernels' activations (Keras calls the identity "linear"; None means it too).
 _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "linear": "identity", "identity": "identity"}
 _PACKAGE = "indrnn_core"  # the registered names: "indrnn_core>IndRNN", "indrnn_core>IndRNNCell", ...

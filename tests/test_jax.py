@@ -151,6 +151,49 @@ def test_compiled_program_calls_the_ffi_handler_and_no_host_callback():
         assert "callback" not in t.lower()
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_unused_output_is_a_symbolic_zero_row_not_a_materialised_array(batch_first):
+    """Only h_n in the loss: the backward call gets a [1, 1, H] row for h's cotangent (nothing [T, B, H] filled
+    with zeros), and the gradients equal the float64 reference with that cotangent zero; the same under vmap
+    (the row is not folded) and through the callback fallback. Only h used: grad_hn's zeros are tiny and plain."""
+    T, B, H = 7, 3, 5
+    p = make(T, B, H, batch_first=batch_first, seed=12)
+    options = dict(batch_first=batch_first, lengths=np.array([7, 2, 0]))
+
+    def loss(x, u, b, h0):
+        return jnp.sum(indrnn_with_state(x, u, b, h0, **options)[1] * p["grad_hn"])
+
+    args = (p["x"], p["u"], p["b"], p["h0"])
+    text = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).lower(*args).as_text()
+    call = next(line for line in text.splitlines() if "indrnn_core_backward_float32" in line)
+    assert f"tensor<1x1x{H}xf32>" in call.split("->")[0], call
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*args)
+    p64 = {k: v.astype(np.float64) for k, v in p.items()}
+    ref_h = reference.forward(p64["x"], p64["u"], p64["b"], p64["h0"], **options)
+    want = reference.backward(np.zeros_like(ref_h), ref_h, p64["u"], p64["h0"], grad_hn=p64["grad_hn"], **options)
+    for got, w in zip(grads, want):
+        assert scaled_error(got, w) < tolerance(np.float32, T * B)  # (gu/gb also sum over B)
+    # vmap over x and h0: the row stays one row for every folded sequence
+    rng = np.random.default_rng(13)
+    xs = rng.standard_normal((2, *p["x"].shape)).astype(np.float32)
+    h0s = rng.standard_normal((2, B, H)).astype(np.float32)
+    vgrads = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None, None, 0)))(xs, p["u"], p["b"], h0s)
+    for i in range(2):
+        g = jax.grad(loss, argnums=(0, 1))(xs[i], p["u"], p["b"], h0s[i])
+        np.testing.assert_allclose(vgrads[0][i], g[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(vgrads[1][i], g[1], rtol=1e-5, atol=1e-6)
+    # the callback fallback expands the row to h's shape: the same gradients, bit for bit
+    adapter._FALLBACK_WARNED.append("test")  # (no warning: the fallback's own test checks it)
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(adapter._ffi, "available", lambda: (False, "test"))
+            fallback = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*args)
+    finally:
+        adapter._FALLBACK_WARNED.remove("test")
+    for a, b in zip(fallback, grads):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_traced_lengths_and_their_range_check():
     p = make()
     f = jax.jit(lambda x, lengths: indrnn(x, p["u"], lengths=lengths))

@@ -260,6 +260,36 @@ def test_any_strides_and_read_only_inputs_cpu(batch_first):
             np.testing.assert_allclose(g2, g, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+@pytest.mark.parametrize("threads", ["serial", "parallel"])
+@pytest.mark.parametrize("shape", [(9, 4, 6), (1100, 1, 16)], ids=["general", "narrow"])
+def test_grad_h_broadcast_over_time_and_batch_cpu(monkeypatch, batch_first, threads, shape):
+    """A grad_h with zero strides over time and batch (torch's expand of a zero or of sum()'s gradient; the JAX
+    adapter's symbolic-zero row) takes the kernels' constant-row path: exactly the results of the same values
+    written out in full, through every CPU kernel family (serial, parallel, narrow)."""
+    from indrnn_core.cpu import recurrence
+
+    monkeypatch.setattr(recurrence, "PARALLEL_MIN_ELEMENTS", 1 << 60 if threads == "serial" else 0)
+    rng = np.random.default_rng(11)
+    T, B, H = shape
+    full = (B, T, H) if batch_first else (T, B, H)
+    x = rng.uniform(-1, 1, full).astype(np.float32)
+    u, h0 = rng.uniform(-1, 1, H).astype(np.float32), rng.uniform(-1, 1, (B, H)).astype(np.float32)
+    grad_hn = rng.uniform(-1, 1, (B, H)).astype(np.float32)
+    lengths = [T] * B if B == 1 else [9, 3, 0, 5]
+    opts = dict(batch_first=batch_first, lengths=lengths, activation="tanh")
+    h = indrnn_core.forward(x, u, None, h0, **opts)
+    for row in (np.zeros(H, np.float32), rng.uniform(-1, 1, H).astype(np.float32), np.float32(0.5)):
+        broadcast = np.broadcast_to(row, full)
+        assert broadcast.strides[:2] == (0, 0)
+        out = tuple(nan_like(a) for a in (x, u, u, h0))
+        got = indrnn_core.backward(broadcast, h, u, h0, grad_hn=grad_hn, out=out, **opts)
+        want = indrnn_core.backward(np.ascontiguousarray(broadcast), h, u, h0, grad_hn=grad_hn, **opts)
+        for g, w in zip(got, want):
+            assert np.array_equal(g, w)
+
+
+
 def test_nan_and_inf_propagate_as_ieee_says(device):
     T, B, H = 4, 2, 3
     x = np.full((T, B, H), 0.5)

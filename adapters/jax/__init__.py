@@ -8,7 +8,9 @@ How a call runs:
 * **CPU**: the Numba kernels registered as XLA typed-FFI handlers (``_ffi``: ``numba.cfunc``, compiled once and
   cached on disk), called by ``jax.ffi.ffi_call`` inside the compiled program: no host callback, no copy. Where the
   FFI cannot be used (a jaxlib whose FFI major version the handlers don't know), ``jax.pure_callback`` runs the
-  same kernels, with a one-time warning saying why.
+  same kernels, with a one-time warning saying why. The first CPU call also makes glibc keep freed memory
+  (``indrnn_core._host_cache.retain_freed_memory``; ``INDRNN_CORE_RETAIN_FREED_MEMORY=0`` opts out): XLA
+  re-maps its large temporary block on every run otherwise, and the page faults cost as much as the kernels.
 * **GPU**: ``jax.experimental.buffer_callback`` hands XLA's own device buffers and stream to the CUDA kernels
   (``indrnn_core.forward``/``backward`` with ``stream=``), in place, under ``jit`` too: no host round trip. Chosen
   over a CUDA FFI handler because it reuses the core's validated CUDA launch path as is; its Python cost (~50 us per
@@ -40,9 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.custom_batching import custom_vmap
+from jax.custom_derivatives import SymbolicZero
 
 import indrnn_core as _core
-from indrnn_core import _validate
+from indrnn_core import _host_cache, _validate
 from indrnn_core._activations import ACTIVATION_CODES
 
 from . import _ffi
@@ -176,7 +179,34 @@ def _threads(shape, batch_first):
     return np.int32(_ffi.threads_for(int(np.prod(shape)), shape[0] if batch_first else shape[1]))
 
 
+def _retain_host_memory() -> None:
+    """On a CPU backend, keep freed C heap memory (see :func:`indrnn_core._host_cache.retain_freed_memory`): XLA
+    frees and re-maps its ~100 MB temporary block every step otherwise, and faulting it in again cost as much as
+    the kernels (Keras training step at T=784, B=64, H=128: 92 ms against 47 ms). Called at import where jax has no
+    accelerator plugin (it must come before XLA's threads first allocate: a thread's own malloc arena maps large
+    blocks afresh whatever the settings), and again when a CPU kernel call is traced (for a late import)."""
+    if jax.default_backend() == "cpu":
+        _host_cache.retain_freed_memory()
+
+
+def _accelerator_plugin_installed() -> bool:
+    """Whether jax may run on an accelerator here (a ``jax_plugins`` package: CUDA, ROCm, TPU), decided without
+    initialising a backend."""
+    try:
+        import jax_plugins
+    except ImportError:
+        return False
+    import pkgutil
+
+    return any(True for _ in pkgutil.iter_modules(jax_plugins.__path__))
+
+
+if not _accelerator_plugin_installed():
+    _host_cache.retain_freed_memory()
+
+
 def _forward_cpu(x, u, b, h0, lengths, *, activation, batch_first, reverse, lengths_given):
+    _retain_host_memory()
     types = _result_types(x.shape, x.dtype, batch_first, x)
     if not _use_ffi():
         return jax.pure_callback(
@@ -187,9 +217,16 @@ def _forward_cpu(x, u, b, h0, lengths, *, activation, batch_first, reverse, leng
                 reverse=reverse, threads=_threads(x.shape, batch_first))
 
 
+def _full_grad_h(grad_h, h):
+    """``grad_h`` at ``h``'s shape: the paths that read only full arrays (the CUDA kernels, the callback fallback)
+    expand the ``[1, 1, H]`` row that stands for a symbolic zero (see ``_recurrence_bwd``)."""
+    return grad_h if grad_h.shape == h.shape else jnp.broadcast_to(grad_h, h.shape)
+
+
 def _backward_cpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first, reverse, groups, lengths_given):
     types = _gradient_types(h.shape, h.dtype, batch_first, groups, h)
     if not _use_ffi():
+        grad_h = _full_grad_h(grad_h, h)
         return jax.pure_callback(
             lambda *a: _pure(_run_backward, types, a, activation, batch_first, reverse, groups), types, grad_h, h,
             u, h0, lengths, grad_hn, vmap_method="sequential")
@@ -225,7 +262,7 @@ def _backward_gpu(grad_h, h, u, h0, lengths, grad_hn, *, activation, batch_first
         _run_backward(ctx.stream, outs, *args, activation, batch_first, reverse, groups, lengths_given)
 
     types = _gradient_types(h.shape, h.dtype, batch_first, groups)
-    outs = buffer_callback(callback, types)(grad_h, h, u, h0, lengths, grad_hn)
+    outs = buffer_callback(callback, types)(_full_grad_h(grad_h, h), h, u, h0, lengths, grad_hn)
     return _vary_like((h, *outs))[1:]
 
 
@@ -307,7 +344,9 @@ def _backward_primitive(activation, batch_first, reverse, groups, lengths_given)
             return _sliced(backward, size, in_batched, args), (True,) * 4
         folded = _backward_primitive(activation, batch_first, reverse, groups * size, lengths_given)
         seq = (True, True, False, False, False, False)
-        gx, gu, gb, gh0 = folded(*[a if i == 2 else _to_batch(a, bt, size, batch_first, s)
+        # (an unbatched [1, 1, H] row of grad_h stays one row: the same dL/dh for every folded sequence)
+        keep = (2,) if in_batched[0] or grad_h.shape != (1, 1, h.shape[-1]) else (0, 2)
+        gx, gu, gb, gh0 = folded(*[a if i in keep else _to_batch(a, bt, size, batch_first, s)
                                    for i, (a, bt, s) in enumerate(zip(args, in_batched, seq))])
         # (the batch is folded slice-major, so group rows come slice-major too)
         return ((_from_batch(gx, size, batch_first, True), gu.reshape(size, groups, -1),
@@ -325,6 +364,8 @@ def _recurrence(x, u, b, h0, lengths, activation, batch_first, reverse, lengths_
 
 
 def _recurrence_fwd(x, u, b, h0, lengths, activation, batch_first, reverse, lengths_given):
+    # (symbolic_zeros: each differentiable argument arrives as a CustomVJPPrimal; its value is the array)
+    x, u, b, h0, lengths = (a.value for a in (x, u, b, h0, lengths))
     h, hn = _forward_primitive(activation, batch_first, reverse, lengths_given)(x, u, b, h0, lengths)
     return (h, hn), (h, u, h0, lengths)  # the output, never x: derivatives come from h
 
@@ -332,13 +373,20 @@ def _recurrence_fwd(x, u, b, h0, lengths, activation, batch_first, reverse, leng
 def _recurrence_bwd(activation, batch_first, reverse, lengths_given, residuals, cotangents):
     h, u, h0, lengths = residuals
     grad_h, grad_hn = cotangents
+    # An output the loss does not use has a symbolic zero cotangent. For h ([T, B, H]: usually only h_n is used)
+    # the kernels take a [1, 1, H] row of zeros instead of a materialised [T, B, H] (each step reads the row); at
+    # T=784, B=64, H=128 float32 that saves filling and reading 26 MB per step.
+    if isinstance(grad_h, SymbolicZero):
+        grad_h = jnp.zeros((1, 1, h.shape[-1]), h.dtype)
+    if isinstance(grad_hn, SymbolicZero):
+        grad_hn = jnp.zeros(h0.shape, h.dtype)
     gx, gu, gb, gh0 = _backward_primitive(activation, batch_first, reverse, 1, lengths_given)(
         grad_h, h, u, h0, lengths, grad_hn)
     # (b's type is u's: both [H], given or zeros made alongside)
     return gx, _cotangent_like(gu[0], u), _cotangent_like(gb[0], u), _cotangent_like(gh0, h0), None
 
 
-_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd, symbolic_zeros=True)
 
 
 def _is_concrete(a) -> bool:

@@ -275,6 +275,12 @@ def same_3d(a, b):
 
 
 @njit
+def constant_row_ok(buf, H):
+    """A [1, 1, H] buffer: grad_h standing for the same dL/dh at every step (the kernels read it so)."""
+    return rank(buf) == 3 and dim(buf, 0) == 1 and dim(buf, 1) == 1 and dim(buf, 2) == H
+
+
+@njit
 def lengths_ok(buf, B):
     kind = _load_i32(buf + _BUFFER_DTYPE)
     return rank(buf) == 1 and dim(buf, 0) == B and (kind == _DT_S32 or kind == _DT_S64)
@@ -325,7 +331,8 @@ def _forward_body(frame, as_data, dt_code):
 def _backward_body(frame, as_data, dt_code, dtype):
     """operands grad_h, h, u, h0, lengths, grad_hn; results gx, gu [G, H], gb [G, H], gh0; attributes activation,
     batch_first, groups, reverse, threads. Sequences g*B/G .. (g+1)*B/G-1 form group g, whose gu/gb rows sum them
-    alone (vmap folds its axis into the batch and needs one sum per vmapped slice)."""
+    alone (vmap folds its axis into the batch and needs one sum per vmapped slice). grad_h is h's shape or a
+    [1, 1, H] row (the adapter's stand-in for a symbolic zero: the same dL/dh at every step)."""
     if metadata(frame) == 0:
         return 0
     err = check_frame(frame, 6, 4, 5)
@@ -348,7 +355,7 @@ def _backward_body(frame, as_data, dt_code, dtype):
         return error(frame, _MSG_DTYPE, _ERR_INVALID_ARGUMENT)
     if B % groups != 0:
         return error(frame, _MSG_GROUPS, _ERR_INVALID_ARGUMENT)
-    if not (same_3d(h, grad_h) and same_3d(h, gx) and vector_ok(u, H, dt_code) and state_ok(h0, B, H, dt_code)
+    if not ((same_3d(h, grad_h) or constant_row_ok(grad_h, H)) and same_3d(h, gx) and vector_ok(u, H, dt_code) and state_ok(h0, B, H, dt_code)
             and state_ok(grad_hn, B, H, dt_code) and state_ok(gh0, B, H, dt_code)
             and state_ok(gu, groups, H, dt_code) and state_ok(gb, groups, H, dt_code) and lengths_ok(lengths, B)):
         return error(frame, _MSG_RANK, _ERR_INVALID_ARGUMENT)
@@ -356,7 +363,8 @@ def _backward_body(frame, as_data, dt_code, dtype):
     if lens.shape[0] != B:
         return error(frame, _MSG_LENGTHS, _ERR_INVALID_ARGUMENT)
     shape = (dim(h, 0), dim(h, 1), dim(h, 2))
-    grad_h_arr, h_arr = numba.carray(as_data(data(grad_h)), shape), numba.carray(as_data(data(h)), shape)
+    grad_shape = (dim(grad_h, 0), dim(grad_h, 1), dim(grad_h, 2))
+    grad_h_arr, h_arr = numba.carray(as_data(data(grad_h)), grad_shape), numba.carray(as_data(data(h)), shape)
     gx_arr = numba.carray(as_data(data(gx)), shape)
     u_arr = numba.carray(as_data(data(u)), (H,))
     h0_arr, grad_hn_arr = numba.carray(as_data(data(h0)), (B, H)), numba.carray(as_data(data(grad_hn)), (B, H))
