@@ -163,7 +163,10 @@ def _forward_arrays(x, u, b, h0, lengths, options):
 
 
 def _backward_arrays(grad_h, h, u, h0, lengths, grad_hn, options):
-    """NumPy in, aligned NumPy out: ``(gx, gu, gb, gh0)``."""
+    """NumPy in, aligned NumPy out: ``(gx, gu, gb, gh0)``. ``grad_h`` may be a ``[1, 1, H]`` row (see
+    :func:`_zero_row`): broadcast without a copy, which the CPU kernels read as one row."""
+    if grad_h.shape != h.shape:
+        grad_h = np.broadcast_to(grad_h, h.shape)
     out = tuple(_aligned_empty(s, h.dtype) for s in _validate.gradient_shapes(h.shape, options["batch_first"]))
     _core.backward(grad_h, h, u, h0, lengths=lengths, grad_hn=grad_hn, out=out, **options)
     return out
@@ -238,6 +241,8 @@ def _forward_gpu(x, u, b, h0, lengths, options):
 
 
 def _backward_gpu(grad_h, h, u, h0, lengths, grad_hn, options):
+    if grad_h.shape != h.shape:  # a zero row (see _zero_row): the CUDA kernels read full arrays
+        grad_h = tf.broadcast_to(grad_h, h.shape)
     shapes = _validate.gradient_shapes(tuple(h.shape), options["batch_first"])
     grads = [_gpu_empty(s, h) for s in shapes]
     workspace = _gpu_empty((2, *shapes[3]), h)  # the gu/gb partial sums, from TF's allocator too
@@ -297,6 +302,30 @@ def _set_shapes(tensors, shapes):
         t.set_shape(s)
 
 
+def _is_zero_fill(t) -> bool:
+    """Whether graph tensor ``t`` comes from an op that fills zeros (``ZerosLike``, or ``Fill``/``Const`` of 0: what
+    TF's gradient code makes for an output the loss does not use), judged from the graph without running it. False
+    for eager tensors (their values exist already; reading them all to find out would cost a pass)."""
+    try:
+        op = t.op
+    except AttributeError:  # an eager tensor (or not a tensor)
+        return False
+    if op.type == "ZerosLike":
+        return True
+    if op.type in ("Fill", "Const"):
+        value = tf.get_static_value(op.inputs[1] if op.type == "Fill" else t)
+        return value is not None and not np.any(value)
+    return False
+
+
+def _zero_row(h):
+    """A ``[1, 1, H]`` row of zeros standing for an all-zero dL/dh: the CPU kernels read it at every step, which
+    saves filling and reading a [T, B, H] array (26 MB at T=784, B=64, H=128 float32)."""
+    row = tf.zeros(tf.stack([1, 1, tf.shape(h)[-1]]), h.dtype)
+    row.set_shape([1, 1, h.shape[-1]])
+    return row
+
+
 @functools.lru_cache(maxsize=None)
 def _op(has_b: bool, has_h0: bool, has_lengths: bool, activation: str, batch_first: bool, reverse: bool):
     """The ``tf.custom_gradient`` function for one combination of present inputs and options; it takes the
@@ -334,8 +363,11 @@ def _op(has_b: bool, has_h0: bool, has_lengths: bool, activation: str, batch_fir
                 _set_shapes((h, hn), _validate.output_shapes(tuple(x.shape), batch_first))
 
         def grad(grad_h, grad_hn):
-            # An output nobody used gets None (or zeros, as TF fills them); the kernels need a grad_h array.
-            grad_h = tf.zeros_like(h) if grad_h is None else tf.convert_to_tensor(grad_h)
+            # An output nobody used gets None, or zeros that TF's gradient code fills in: the kernels take a
+            # [1, 1, H] row of zeros for it instead (the zeros op, left without consumers, is pruned from a graph).
+            if grad_h is None or _is_zero_fill(grad_h):
+                grad_h = _zero_row(h)
+            grad_h = tf.convert_to_tensor(grad_h)
             present = [t for t in (grad_h, h, u, h0, lengths, grad_hn) if t is not None]
 
             def parts(values):

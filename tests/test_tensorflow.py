@@ -171,18 +171,43 @@ def test_lengths_as_tensor_or_list(lengths_as, mode):
     assert_matches(case, {}, run_op(case, {}, mode, lengths_as=lengths_as))
 
 
-def test_only_the_final_state_used():
-    """An unused output's gradient reaches the op as zeros or None: both give the gradients through h_n alone."""
-    case = make_case(seed=7, T=5, B=2, H=3, dtype=np.float64, lengths=[5, 2])
+@pytest.mark.parametrize("mode", ["eager", "tf.function"])
+@pytest.mark.parametrize("size", ["small", "large"])  # (TF fills zeros with a Const when small, a Fill when large)
+def test_only_the_final_state_used(mode, size, monkeypatch):
+    """An unused output's gradient reaches the op as zeros or None: both give the gradients through h_n alone.
+    In a graph the zeros TF fills in are recognised from the graph, and the kernels get a [1, 1, H] row."""
+    T, B, H = (5, 2, 3) if size == "small" else (40, 2, 30)
+    case = make_case(seed=7, T=T, B=B, H=H, dtype=np.float64, lengths=[T, 2])
     x, u, b, h0 = (tf.Variable(case[n]) for n in ("x", "u", "b", "h0"))
-    with tf.GradientTape() as tape:
-        _, hn = indrnn_with_state(x, u, b, h0, lengths=case["lengths"])
-        loss = tf.reduce_sum(hn * case["grad_hn"])
-    grads = tape.gradient(loss, [x, u, b, h0])  # Variables: u as a model's weight would be
+    seen = []
+    real = itf._backward_arrays
+    monkeypatch.setattr(itf, "_backward_arrays", lambda grad_h, *rest: seen.append(grad_h.shape) or real(grad_h, *rest))
+
+    def grads_of_hn():
+        with tf.GradientTape() as tape:
+            _, hn = indrnn_with_state(x, u, b, h0, lengths=case["lengths"])
+            loss = tf.reduce_sum(hn * case["grad_hn"])
+        return tape.gradient(loss, [x, u, b, h0])  # Variables: u as a model's weight would be
+
+    grads = grads_of_hn() if mode == "eager" else tf.function(grads_of_hn)()
     zero = dict(case, grad_h=np.zeros_like(case["grad_h"]))
     _, _, want = expected(zero, {})
     for g, w in zip(grads, want):
-        assert scaled_error(g.numpy(), w) <= tolerance(np.float64, 5 * 2)
+        assert scaled_error(g.numpy(), w) <= tolerance(np.float64, T * B)
+    assert seen == [(1, 1, H) if mode == "tf.function" else (T, B, H)]
+
+
+def test_zero_fill_detection_in_graphs():
+    """Only ops that fill zeros count (a Fill or Const of anything else is a real gradient)."""
+    with tf.Graph().as_default():
+        h = tf.ones((4, 3, 5))
+        cases = {"zeros_like": tf.zeros_like(h), "fill0": tf.fill(tf.shape(h), 0.0),
+                 "const0": tf.constant(np.zeros((2, 2))), "zeros": tf.zeros((40, 30, 5)),
+                 "fill1": tf.fill(tf.shape(h), 1.0), "const": tf.constant([0.0, 1.0]), "computed": h * 0.0}
+        result = {k: itf._is_zero_fill(t) for k, t in cases.items()}
+    assert result == {"zeros_like": True, "fill0": True, "const0": True, "zeros": True, "fill1": False,
+                      "const": False, "computed": False}
+    assert itf._is_zero_fill(tf.zeros((2, 2))) is False  # eager: never judged
 
 
 @pytest.mark.parametrize("mode", ["eager", "tf.function"])

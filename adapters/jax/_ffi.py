@@ -355,8 +355,8 @@ def _backward_body(frame, as_data, dt_code, dtype):
         return error(frame, _MSG_DTYPE, _ERR_INVALID_ARGUMENT)
     if B % groups != 0:
         return error(frame, _MSG_GROUPS, _ERR_INVALID_ARGUMENT)
-    if not ((same_3d(h, grad_h) or constant_row_ok(grad_h, H)) and same_3d(h, gx) and vector_ok(u, H, dt_code) and state_ok(h0, B, H, dt_code)
-            and state_ok(grad_hn, B, H, dt_code) and state_ok(gh0, B, H, dt_code)
+    if not ((same_3d(h, grad_h) or constant_row_ok(grad_h, H)) and same_3d(h, gx) and vector_ok(u, H, dt_code)
+            and state_ok(h0, B, H, dt_code) and state_ok(grad_hn, B, H, dt_code) and state_ok(gh0, B, H, dt_code)
             and state_ok(gu, groups, H, dt_code) and state_ok(gb, groups, H, dt_code) and lengths_ok(lengths, B)):
         return error(frame, _MSG_RANK, _ERR_INVALID_ARGUMENT)
     lens = read_lengths(lengths, B, T)
