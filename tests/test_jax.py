@@ -479,3 +479,37 @@ def test_project_equals_matmul_values_gradients_and_vmap(x64, features):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(jax.vmap(adapter.project, (0, None))(x, kernel), x @ kernel, rtol=1e-13, atol=1e-13)
     check_grads(adapter.project, (x, kernel), order=1, modes=["rev"])
+
+
+def test_handler_cache_is_dropped_when_the_inlined_kernels_change(tmp_path, monkeypatch):
+    """A cached handler inlines the CPU kernels, which Numba's cache does not track: a digest of their sources,
+    stamped beside the cache index, drops the index when they change (and only then)."""
+    import importlib.util
+
+    from indrnn_core.adapters.jax import _ffi
+
+    (tmp_path / "handler_module.py").write_text("def handler(x):\n    return x\n")
+    spec = importlib.util.spec_from_file_location("handler_module", tmp_path / "handler_module.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from numba.core.caching import FunctionCache
+
+    cache = FunctionCache(module.handler)
+    index = os.path.join(cache._cache_path, cache._cache_file._index_name)
+    os.makedirs(os.path.dirname(index), exist_ok=True)
+
+    def write_index():
+        with open(index, "w") as f:
+            f.write("index")
+
+    monkeypatch.setattr(_ffi, "_kernel_sources_digest", lambda: "kernels v1")
+    write_index()
+    _ffi._drop_stale_cache(module.handler)  # no stamp yet: dropped, stamped
+    assert not os.path.exists(index)
+    write_index()  # (Numba recompiles and writes it)
+    _ffi._drop_stale_cache(module.handler)  # same kernels: kept
+    assert os.path.exists(index)
+    monkeypatch.setattr(_ffi, "_kernel_sources_digest", lambda: "kernels v2")
+    _ffi._drop_stale_cache(module.handler)  # kernels changed: dropped
+    assert not os.path.exists(index)
+    assert open(index + ".kernels").read() == "kernels v2"

@@ -290,6 +290,31 @@ def test_grad_h_broadcast_over_time_and_batch_cpu(monkeypatch, batch_first, thre
 
 
 
+@pytest.mark.parametrize("family", ["serial", "parallel", "narrow", "time-parallel"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_flushes_subnormal_carries_cpu(monkeypatch, family, dtype):
+    """dL/dh travelling back alone (loss on the final state only) is multiplied by u = 0.5 at every step: exactly
+    0.5**k at k steps back, until it would leave the normal range, where the CPU kernels flush it to 0 (a subnormal
+    costs ~100 cycles per operation on x86). Every CPU kernel family gives exactly that."""
+    from indrnn_core.cpu import recurrence
+
+    monkeypatch.setattr(recurrence, "PARALLEL_MIN_ELEMENTS", 1 << 60 if family == "serial" else 0)
+    tiny = np.finfo(dtype).tiny
+    steps_to_tiny = int(-np.log2(tiny))  # 126 (float32) or 1022 (float64)
+    T, B, H = (1100 if family == "narrow" or dtype == np.float64 else 300), 1, 16
+    x = np.ones((T, B, H), dtype)  # relu: h > 0, act' = 1 everywhere
+    u = np.full(H, 0.5, dtype)
+    h = indrnn_core.forward(x, u)
+    grad_h = np.zeros_like(h)
+    grad_hn = np.ones((B, H), dtype)
+    gx, gu, gb, gh0 = indrnn_core.backward(grad_h, h, u, grad_hn=grad_hn, time_parallel=family == "time-parallel")
+    k = np.arange(T)[::-1]  # steps back from the last
+    want = np.where(k <= steps_to_tiny, np.exp2(-k.astype(np.float64)), 0).astype(dtype)
+    np.testing.assert_array_equal(gx[:, 0, 0], want)
+    assert (gh0 == (0.5 ** T if T <= steps_to_tiny else 0)).all()
+
+
+
 def test_nan_and_inf_propagate_as_ieee_says(device):
     T, B, H = 4, 2, 3
     x = np.full((T, B, H), 0.5)

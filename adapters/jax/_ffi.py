@@ -442,6 +442,45 @@ def _touch_threads(a):
         a[i] += 1
 
 
+def _kernel_sources_digest() -> str:
+    """A digest of the kernel sources a handler inlines (the CPU recurrence and the activations)."""
+    import hashlib
+
+    from indrnn_core import _activations
+
+    digest = hashlib.sha256()
+    for module in (_cpu, _activations):
+        with open(module.__file__, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def _drop_stale_cache(handler) -> None:
+    """Numba keys a function's disk cache on its own source file only, but a handler inlines the kernels of
+    ``indrnn_core.cpu.recurrence``: after those change (a ``git pull`` into an editable install), the cached handler
+    would keep running the old kernels. A digest of their sources, kept beside the cache index, drops the index
+    (Numba then recompiles) when they differ. Uses Numba's cache locator (not public API): if it moved, nothing is
+    dropped, as plain Numba caching would do."""
+    try:
+        from numba.core.caching import FunctionCache
+
+        cache = FunctionCache(handler)
+        index = os.path.join(cache._cache_path, cache._cache_file._index_name)
+        stamp, digest = index + ".kernels", _kernel_sources_digest()
+        try:
+            with open(stamp) as f:
+                fresh = f.read() == digest
+        except OSError:
+            fresh = False
+        if not fresh:
+            if os.path.exists(index):
+                os.remove(index)
+            with open(stamp, "w") as f:
+                f.write(digest)
+    except Exception:  # (an unwritable or relocated cache: Numba's own rules apply)
+        pass
+
+
 _LOCK = threading.Lock()
 _REGISTERED: dict = {}  # (op, dtype name) -> (target name, cfunc): the cfunc must outlive every call
 
@@ -459,6 +498,7 @@ def target(op, dtype):
                 # A cached handler calls the parallel kernels without passing through a Numba dispatcher, which is
                 # what starts Numba's thread pool: start it here (calling into a pool never started crashes).
                 _threads_safe()
+                _drop_stale_cache(_HANDLERS[key])
                 handler = numba.cfunc(types.voidptr(types.voidptr), cache=True)(_HANDLERS[key])
                 name = f"indrnn_core_{op}_{key[1]}"
                 jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler.address), platform="cpu")

@@ -108,6 +108,7 @@ _ROWS_BACKWARD = """
 def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reverse):
     one = u.dtype.type(1)
     dt = u.dtype.type
+    tiny = u.dtype.type(np.finfo(u.dtype).tiny)
     step = -C if reverse else C
     last = 0 if reverse else (T - 1) * C
     for blk in prange(C // {W}):
@@ -129,7 +130,7 @@ def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reve
             xr[{w}] = v{w}
             pu{w} += v{w} * hp{w}
             pb{w} += v{w}
-            cy{w} = v{w} * u{w}
+            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: recurrence.flush_subnormal)
             hcy{w} = hp{w}
             o = p
         if T > 0:
@@ -137,7 +138,7 @@ def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reve
             gx[o + {w}] = v{w}
             pu{w} += v{w} * h0[c0 + {w}]
             pb{w} += v{w}
-            cy{w} = v{w} * u{w}
+            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: recurrence.flush_subnormal)
         gh0[c0 + {w}] = cy{w}
         part_u[c0 + {w}] = pu{w}
         part_b[c0 + {w}] = pb{w}
@@ -209,6 +210,7 @@ def lanes_backward_maps(grad_h, h, lu, base, stride, seg, ma, mm):
 _LANES_BACKWARD_RUN = """
 def lanes_backward_run(grad_h, h, lu, base, stride, seg, carry, first, part_u, part_b):
     one = lu.dtype.type(1)
+    tiny = lu.dtype.type(np.finfo(lu.dtype).tiny)
     for blk in prange(base.shape[0] // {W}):
         l0 = blk * {W}
         o{w} = base[l0 + {w}] + (seg - 1) * stride
@@ -224,7 +226,7 @@ def lanes_backward_run(grad_h, h, lu, base, stride, seg, carry, first, part_u, p
             gx[o{w}] = v{w}
             pu{w} += v{w} * hp{w}
             pb{w} += v{w}
-            cy{w} = v{w} * u{w}
+            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: recurrence.flush_subnormal)
             hcy{w} = hp{w}
             o{w} -= stride
         v{w} = (grad_h[o{w}] + cy{w}) * df(hcy{w}, one)

@@ -315,7 +315,7 @@ def _backward_maps(get, df, grad_h, h, u, n, L, reverse, seg, g0, g1, ma, mm):
                     t = t0[k] + step * i
                     d = df(get(h, t, n, j), one)
                     am[0, j, k] = _flush(am[0, j, k] * d * uj, tiny)
-                    am[1, j, k] = (get(grad_h, t, n, j) + am[1, j, k]) * d * uj
+                    am[1, j, k] = _flush((get(grad_h, t, n, j) + am[1, j, k]) * d * uj, tiny)
         for k in range(K):
             for j in range(H):
                 ma[n, g0 + k, j], mm[n, g0 + k, j] = am[0, j, k], am[1, j, k]
@@ -328,7 +328,7 @@ def _backward_maps(get, df, grad_h, h, u, n, L, reverse, seg, g0, g1, ma, mm):
                 for j in range(H):
                     d = df(get(h, t, n, j), one)
                     am[0, j] = _flush(am[0, j] * d * u[j], tiny)
-                    am[1, j] = (get(grad_h, t, n, j) + am[1, j]) * d * u[j]
+                    am[1, j] = _flush((get(grad_h, t, n, j) + am[1, j]) * d * u[j], tiny)
             for j in range(H):
                 ma[n, g0 + k, j], mm[n, g0 + k, j] = am[0, j], am[1, j]
 
@@ -340,7 +340,7 @@ def _backward_step(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, s, j, carr
     g = (get(grad_h, t, n, j) + carry) * df(get(h, t, n, j), one)
     put(gx, t, n, j, g)
     prev = h0[n, j] if s == 0 else get(h, _time(s - 1, L, reverse), n, j)
-    return g, prev, g * u[j]
+    return g, prev, _flush(g * u[j], u.dtype.type(np.finfo(u.dtype).tiny))  # (recurrence.flush_subnormal)
 
 
 @njit(inline="always")
@@ -348,9 +348,10 @@ def _backward_run(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, seg, g0, g1
     """Segments g0..g1-1 backwards from ``carry[n, g]`` (the carry entering their last visit); per-segment float64
     sums of gx*prev and gx into ``part_u``/``part_b`` [n, g]. Visit 0 (which reads h0) is taken out of the inner
     loops so that they hold no branch. Local arrays as in ``_forward_maps``; long rows read the carry back from
-    the gx row just written, as the sequential kernel does."""
+    the gx row just written, as the sequential kernel does. Carries are flushed as there (``_flush``)."""
     H, K = u.shape[0], g1 - g0
     one = u.dtype.type(1)
+    tiny = u.dtype.type(np.finfo(u.dtype).tiny)
     t0, step = _starts(L, reverse, seg, g0, g1)
     if H < LANE_ORDER_MAX_H:
         c, pp = np.empty((H, K), u.dtype), np.zeros((2, H, K), np.float64)
@@ -366,7 +367,7 @@ def _backward_run(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, seg, g0, g1
                     put(gx, t, n, j, gv)
                     pp[0, j, k] += gv * get(h, t - step, n, j)
                     pp[1, j, k] += gv
-                    c[j, k] = gv * uj
+                    c[j, k] = _flush(gv * uj, tiny)
         for k in range(K):
             for j in range(H):
                 part_u[n, g0 + k, j], part_b[n, g0 + k, j], carry[n, g0 + k, j] = pp[0, j, k], pp[1, j, k], c[j, k]
@@ -384,14 +385,15 @@ def _backward_run(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, seg, g0, g1
             for i in range(seg - 2, 0, -1):
                 t = t0[k] + step * i
                 for j in range(H):
-                    gv = (get(grad_h, t, n, j) + get(gx, t + step, n, j) * u[j]) * df(get(h, t, n, j), one)
+                    carried = _flush(get(gx, t + step, n, j) * u[j], tiny)
+                    gv = (get(grad_h, t, n, j) + carried) * df(get(h, t, n, j), one)
                     put(gx, t, n, j, gv)
                     pp[0, j] += gv * get(h, t - step, n, j)
                     pp[1, j] += gv
             for j in range(H):
                 part_u[n, g0 + k, j], part_b[n, g0 + k, j] = pp[0, j], pp[1, j]
                 if seg > 1:
-                    carry[n, g0 + k, j] = get(gx, t0[k] + step, n, j) * u[j]
+                    carry[n, g0 + k, j] = _flush(get(gx, t0[k] + step, n, j) * u[j], tiny)
     for g in range(g0, g1):  # each segment's first visit
         for j in range(H):
             gv, prev, carry[n, g, j] = _backward_step(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, g * seg, j,
@@ -486,6 +488,7 @@ def backward(grad_h, h, u, h0, lengths, reverse, act, grad_hn, gx, gu, gb, gh0, 
         _backward_maps_item(act, grad_h, h, u, n, lengths[n], reverse, seg_of[n], items[w, 1],
                             items[w, 2], ma, mm)
     c = np.empty(H, u.dtype)
+    tiny = u.dtype.type(np.finfo(u.dtype).tiny)
     for n in range(B):  # 2. the tail (visited first), then the carries entering each segment, in reverse order
         L, G, seg = lengths[n], G_of[n], seg_of[n]
         for j in range(H):
@@ -494,7 +497,7 @@ def backward(grad_h, h, u, h0, lengths, reverse, act, grad_hn, gx, gu, gb, gh0, 
         for g in range(G - 1, -1, -1):
             for j in range(H):
                 carry[n, g, j] = c[j]
-                c[j] = ma[n, g, j] * c[j] + mm[n, g, j]
+                c[j] = _flush(ma[n, g, j] * c[j] + mm[n, g, j], tiny)
         for j in range(H):
             gh0[n, j] = c[j]  # after segment 0 (or the tail when there are no segments): dL/dh0
     for w in prange(items.shape[0]):  # 3. every segment from its carry
