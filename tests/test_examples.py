@@ -190,7 +190,7 @@ def test_console_script_bad_flag_exits_2_without_traceback():
     # A real process: what a user sees from the shell (argparse runs before any framework is imported).
     script = os.path.join(os.path.dirname(sys.executable), "indrnn-adding")
     cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "indrnn_core.examples.adding"]
-    proc = subprocess.run(cmd + ["--steps", "-1"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd + ["--steps", "-1"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert "--steps" in proc.stderr

@@ -220,7 +220,7 @@ def test_retain_freed_memory_stops_refaulting_a_large_block():
     def run(setting):
         env = dict(os.environ, INDRNN_CORE_RETAIN_FREED_MEMORY=setting)
         out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True, text=True,
-                             timeout=120, check=True).stdout.split()
+                             timeout=600, check=True).stdout.split()
         return out[0] == "True", int(out[1])
 
     pages = (100 << 20) // os.sysconf("SC_PAGE_SIZE")

@@ -633,7 +633,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 def test_mirrored_strategy_matches_one_device(callback):
     """A training step under MirroredStrategy over two logical CPUs gives one device's loss and gradients."""
     proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, callback], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parent)
+                          timeout=900, cwd=Path(__file__).resolve().parent)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["replicas"] == 2 and len(out["devices"]) == 2 and out["replica_batches"] == [2, 2]
