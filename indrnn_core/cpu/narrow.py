@@ -130,7 +130,7 @@ def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reve
             xr[{w}] = v{w}
             pu{w} += v{w} * hp{w}
             pb{w} += v{w}
-            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: recurrence.flush_subnormal)
+            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: _activations.flush_subnormal)
             hcy{w} = hp{w}
             o = p
         if T > 0:
@@ -138,7 +138,7 @@ def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reve
             gx[o + {w}] = v{w}
             pu{w} += v{w} * h0[c0 + {w}]
             pb{w} += v{w}
-            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: recurrence.flush_subnormal)
+            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: _activations.flush_subnormal)
         gh0[c0 + {w}] = cy{w}
         part_u[c0 + {w}] = pu{w}
         part_b[c0 + {w}] = pb{w}
@@ -226,7 +226,7 @@ def lanes_backward_run(grad_h, h, lu, base, stride, seg, carry, first, part_u, p
             gx[o{w}] = v{w}
             pu{w} += v{w} * hp{w}
             pb{w} += v{w}
-            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: recurrence.flush_subnormal)
+            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: _activations.flush_subnormal)
             hcy{w} = hp{w}
             o{w} -= stride
         v{w} = (grad_h[o{w}] + cy{w}) * df(hcy{w}, one)
@@ -240,27 +240,20 @@ _LANES_BACKWARD_RUN = _LANES_BACKWARD_RUN.replace("def lanes_backward_run(grad_h
                                                   "def lanes_backward_run(grad_h, h, gx,")
 
 @njit(inline="always")
-def _flush_select(v, tiny):
-    """``scan._flush`` as one comparison and a select (the chained comparison there branches, which stops the
-    SLP vectoriser)."""
-    return v * 0 if abs(v) < tiny else v
-
-
-@njit(inline="always")
 def _compose_relu_lanes(kk, mm, lo, hi, uj, c, zero, tiny):
-    """``scan._compose_relu`` with ``_flush_select``: the same arithmetic, branch-free."""
+    """``scan._compose_relu`` with ``flush_subnormal``: the same arithmetic, branch-free."""
     p = uj * lo
     q = uj * hi
     p = zero if uj == zero else p
     q = zero if uj == zero else q
     lo2 = (p if p < q else q) + c
     hi2 = (q if p < q else p) + c
-    return _flush_select(uj * kk, tiny), uj * mm + c, lo2 if lo2 > zero else zero, hi2 if hi2 > zero else zero
+    return A.flush_subnormal(uj * kk, tiny), uj * mm + c, lo2 if lo2 > zero else zero, hi2 if hi2 > zero else zero
 
 
 @njit(inline="always")
 def _compose_identity_lanes(kk, mm, lo, hi, uj, c, zero, tiny):
-    return _flush_select(uj * kk, tiny), uj * mm + c, lo, hi
+    return A.flush_subnormal(uj * kk, tiny), uj * mm + c, lo, hi
 
 
 _LANES_COMPOSE = {A.ACT_RELU: _compose_relu_lanes, A.ACT_IDENTITY: _compose_identity_lanes}
@@ -270,7 +263,8 @@ _KERNELS: dict = {}
 def _kernel(kind: str, act: int):
     key = (kind, act)
     if key not in _KERNELS:
-        ns = {"f": _FORWARD[act], "compose": _LANES_COMPOSE.get(act), "df": _DERIVATIVE[act], "flush": _flush_select}
+        ns = {"f": _FORWARD[act], "compose": _LANES_COMPOSE.get(act), "df": _DERIVATIVE[act],
+              "flush": A.flush_subnormal}
         template, name = {"rows_forward": (_ROWS_FORWARD, "rows_forward"),
                           "rows_backward": (_ROWS_BACKWARD, "rows_backward"),
                           "lanes_forward_maps": (_LANES_FORWARD_MAPS, "lanes_forward_maps"),

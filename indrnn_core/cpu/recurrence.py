@@ -68,17 +68,6 @@ def _forward_row(act, xt, prev, u, bias, ht, one):
 
 
 @njit(inline="always")
-def flush_subnormal(v, tiny):
-    """0 for |v| below the smallest normal number ``tiny``, else v (one comparison and a select: vectorises).
-    Where the loss reads only late steps (a classifier on the final state), dL/dh travels back alone, multiplied
-    by |u| < 1 at every step, and decays through the subnormal range, where each operation costs ~100 cycles on
-    x86 unless the thread flushes them (TensorFlow's and XLA's threads do; torch's and NumPy's callers do not): a
-    backward at T=784, B=64, H=128 took 79 ms against 12 ms flushed (one thread). Its contribution there is below
-    any rounding of the sums it feeds."""
-    return v * 0 if abs(v) < tiny else v
-
-
-@njit(inline="always")
 def _backward_row_with(df, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one, tiny):
     # Two loops, not one: a single loop writing four rows (gx, gu, gb, carry) while reading four needs more runtime
     # overlap checks than LLVM's vectoriser makes, so it ran scalar; split, each loop vectorises. The second reads
@@ -89,13 +78,13 @@ def _backward_row_with(df, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one, tiny):
         g = gxt[j]
         gu_n[j] += g * prev[j]
         gb_n[j] += g
-        carry[j] = flush_subnormal(g * u[j], tiny)
+        carry[j] = A.flush_subnormal(g * u[j], tiny)
 
 
 @njit(inline="always")
 def _backward_row(act, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one):
     """One [H] row of BPTT: gx = (grad_h + carry) * act'(h); partial sums of gu, gb; carry = gx * u (subnormal
-    carries flushed to 0: see ``flush_subnormal``)."""
+    carries flushed to 0: see ``_activations.flush_subnormal``)."""
     tiny = u.dtype.type(np.finfo(u.dtype).tiny)
     if act == A.ACT_RELU:
         _backward_row_with(A.relu_derivative, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one, tiny)

@@ -18,7 +18,8 @@ A work item is up to ``K = max(1, lane_elements // H)`` consecutive segments of 
 (H < ``LANE_ORDER_MAX_H``) they run in lockstep and the inner loop runs across them (SIMD over segments, strided
 loads: one step's latency no longer bounds the speed); with a longer row they run one after another and the inner
 loop runs over H (contiguous). Either way each element sees the sequential kernels' arithmetic, so only the
-segment starts carry extra rounding. Subnormal map coefficients are flushed to zero (``_flush``).
+segment starts carry extra rounding. Subnormal map coefficients and carries are flushed to zero
+(``_activations.flush_subnormal``).
 
 With B x H dividing 16 (below it), full-length contiguous time-major arrays, ``indrnn_core.cpu.narrow``'s lanes
 kernels run the same three phases with 16 (segment, column) lanes held in registers; the loops here handle every
@@ -93,19 +94,12 @@ def _compose_relu(kk, mm, lo, hi, uj, c, zero, tiny):
     q = zero if uj == zero else q
     lo2 = (p if p < q else q) + c  # lo <= hi, so min/max pick the scaled bounds for either sign: no branch
     hi2 = (q if p < q else p) + c
-    return _flush(uj * kk, tiny), uj * mm + c, lo2 if lo2 > zero else zero, hi2 if hi2 > zero else zero
+    return A.flush_subnormal(uj * kk, tiny), uj * mm + c, lo2 if lo2 > zero else zero, hi2 if hi2 > zero else zero
 
 
 @njit(inline="always")
 def _compose_identity(kk, mm, lo, hi, uj, c, zero, tiny):
-    return _flush(uj * kk, tiny), uj * mm + c, lo, hi
-
-
-@njit(inline="always")
-def _flush(v, tiny):
-    """0 for |v| below the smallest normal number: a product of many |u| < 1 decays through the subnormal range,
-    where every operation costs ~100 cycles; its contribution there (|v*h| < tiny*|h|) is below any rounding."""
-    return v * 0 if -tiny < v < tiny else v
+    return A.flush_subnormal(uj * kk, tiny), uj * mm + c, lo, hi
 
 
 @njit(inline="always")
@@ -314,8 +308,8 @@ def _backward_maps(get, df, grad_h, h, u, n, L, reverse, seg, g0, g1, ma, mm):
                 for k in range(K):
                     t = t0[k] + step * i
                     d = df(get(h, t, n, j), one)
-                    am[0, j, k] = _flush(am[0, j, k] * d * uj, tiny)
-                    am[1, j, k] = _flush((get(grad_h, t, n, j) + am[1, j, k]) * d * uj, tiny)
+                    am[0, j, k] = A.flush_subnormal(am[0, j, k] * d * uj, tiny)
+                    am[1, j, k] = A.flush_subnormal((get(grad_h, t, n, j) + am[1, j, k]) * d * uj, tiny)
         for k in range(K):
             for j in range(H):
                 ma[n, g0 + k, j], mm[n, g0 + k, j] = am[0, j, k], am[1, j, k]
@@ -327,8 +321,8 @@ def _backward_maps(get, df, grad_h, h, u, n, L, reverse, seg, g0, g1, ma, mm):
                 t = t0[k] + step * i
                 for j in range(H):
                     d = df(get(h, t, n, j), one)
-                    am[0, j] = _flush(am[0, j] * d * u[j], tiny)
-                    am[1, j] = _flush((get(grad_h, t, n, j) + am[1, j]) * d * u[j], tiny)
+                    am[0, j] = A.flush_subnormal(am[0, j] * d * u[j], tiny)
+                    am[1, j] = A.flush_subnormal((get(grad_h, t, n, j) + am[1, j]) * d * u[j], tiny)
             for j in range(H):
                 ma[n, g0 + k, j], mm[n, g0 + k, j] = am[0, j], am[1, j]
 
@@ -340,7 +334,7 @@ def _backward_step(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, s, j, carr
     g = (get(grad_h, t, n, j) + carry) * df(get(h, t, n, j), one)
     put(gx, t, n, j, g)
     prev = h0[n, j] if s == 0 else get(h, _time(s - 1, L, reverse), n, j)
-    return g, prev, _flush(g * u[j], u.dtype.type(np.finfo(u.dtype).tiny))  # (recurrence.flush_subnormal)
+    return g, prev, A.flush_subnormal(g * u[j], u.dtype.type(np.finfo(u.dtype).tiny))
 
 
 @njit(inline="always")
@@ -348,7 +342,8 @@ def _backward_run(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, seg, g0, g1
     """Segments g0..g1-1 backwards from ``carry[n, g]`` (the carry entering their last visit); per-segment float64
     sums of gx*prev and gx into ``part_u``/``part_b`` [n, g]. Visit 0 (which reads h0) is taken out of the inner
     loops so that they hold no branch. Local arrays as in ``_forward_maps``; long rows read the carry back from
-    the gx row just written, as the sequential kernel does. Carries are flushed as there (``_flush``)."""
+    the gx row just written, as the sequential kernel does. Carries are flushed as there
+    (``_activations.flush_subnormal``)."""
     H, K = u.shape[0], g1 - g0
     one = u.dtype.type(1)
     tiny = u.dtype.type(np.finfo(u.dtype).tiny)
@@ -367,7 +362,7 @@ def _backward_run(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, seg, g0, g1
                     put(gx, t, n, j, gv)
                     pp[0, j, k] += gv * get(h, t - step, n, j)
                     pp[1, j, k] += gv
-                    c[j, k] = _flush(gv * uj, tiny)
+                    c[j, k] = A.flush_subnormal(gv * uj, tiny)
         for k in range(K):
             for j in range(H):
                 part_u[n, g0 + k, j], part_b[n, g0 + k, j], carry[n, g0 + k, j] = pp[0, j, k], pp[1, j, k], c[j, k]
@@ -385,7 +380,7 @@ def _backward_run(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, seg, g0, g1
             for i in range(seg - 2, 0, -1):
                 t = t0[k] + step * i
                 for j in range(H):
-                    carried = _flush(get(gx, t + step, n, j) * u[j], tiny)
+                    carried = A.flush_subnormal(get(gx, t + step, n, j) * u[j], tiny)
                     gv = (get(grad_h, t, n, j) + carried) * df(get(h, t, n, j), one)
                     put(gx, t, n, j, gv)
                     pp[0, j] += gv * get(h, t - step, n, j)
@@ -393,7 +388,7 @@ def _backward_run(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, seg, g0, g1
             for j in range(H):
                 part_u[n, g0 + k, j], part_b[n, g0 + k, j] = pp[0, j], pp[1, j]
                 if seg > 1:
-                    carry[n, g0 + k, j] = _flush(get(gx, t0[k] + step, n, j) * u[j], tiny)
+                    carry[n, g0 + k, j] = A.flush_subnormal(get(gx, t0[k] + step, n, j) * u[j], tiny)
     for g in range(g0, g1):  # each segment's first visit
         for j in range(H):
             gv, prev, carry[n, g, j] = _backward_step(get, put, df, grad_h, h, u, h0, gx, n, L, reverse, g * seg, j,
@@ -497,7 +492,7 @@ def backward(grad_h, h, u, h0, lengths, reverse, act, grad_hn, gx, gu, gb, gh0, 
         for g in range(G - 1, -1, -1):
             for j in range(H):
                 carry[n, g, j] = c[j]
-                c[j] = _flush(ma[n, g, j] * c[j] + mm[n, g, j], tiny)
+                c[j] = A.flush_subnormal(ma[n, g, j] * c[j] + mm[n, g, j], tiny)
         for j in range(H):
             gh0[n, j] = c[j]  # after segment 0 (or the tail when there are no segments): dL/dh0
     for w in prange(items.shape[0]):  # 3. every segment from its carry
