@@ -201,7 +201,6 @@ NARROW_CASES = {
     "rows-H16": (203, 1, 16, False),
     "rows-B2-H16": (150, 2, 16, False),
     "rows-B4-H12": (70, 4, 12, False),
-    "rows-backward-H128": (60, 1, 128, False),
     "lanes-H1": (203, 1, 1, True),
     "lanes-B2-H1": (151, 2, 1, True),
     "lanes-H8": (99, 1, 8, True),
@@ -228,7 +227,6 @@ def _general_kernels(monkeypatch):
     from indrnn_core.cpu import narrow
 
     monkeypatch.setattr(narrow, "rows_applies", lambda C: False)
-    monkeypatch.setattr(narrow, "ROW_MAX_COLUMNS_SINGLE", 0)
     monkeypatch.setattr(narrow, "lanes_segments", lambda *a: (0, 0))
 
 

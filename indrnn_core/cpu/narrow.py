@@ -30,7 +30,6 @@ from .scan import _apply_map
 
 W = 16  # lanes per block: one AVX-512 register of float32, two of AVX2
 ROW_MAX_COLUMNS = 64  # the rows kernels take C = 16, 32, 48, 64 (more columns vectorise in the general kernels)
-ROW_MAX_COLUMNS_SINGLE = 1024  # ... and a single sequence's backward up to this many (recurrence._narrow_rows)
 _FORWARD = {A.ACT_RELU: A.relu, A.ACT_IDENTITY: A.identity, A.ACT_TANH: A.tanh, A.ACT_SIGMOID: A.sigmoid}
 _DERIVATIVE = {A.ACT_RELU: A.relu_derivative, A.ACT_TANH: A.tanh_derivative,
                A.ACT_SIGMOID: A.sigmoid_derivative, A.ACT_IDENTITY: A.identity_derivative}

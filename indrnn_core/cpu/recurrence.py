@@ -9,8 +9,8 @@ and the loop just outside it walks contiguous memory:
 - time-major ``[T, B, H]``: time outside, batch inside (each step reads one contiguous ``[B, H]`` slab);
 - batch-first ``[B, T, H]``: batch outside, time inside (each sequence is one contiguous ``[T, H]`` slab).
 The batch is split into one chunk per thread (``prange``); chunks never share a sequence, so results do not
-depend on the thread count. Arrays arrive in their own layout (not as transposed views) so Numba sees C-contiguous
-arrays on the fast path; any other strides compile a general (slower, still correct) specialisation.
+depend on the thread count. Arrays arrive in their own layout (not as transposed views), and the launchers hand
+the kernels C-contiguous arrays only (``_types``: a copy for other strides), so one specialisation per dtype runs.
 
 The activation is chosen once per row (``_forward_row``/``_backward_row``), passing the activation function itself
 to the row loop: each loop then compiles with one activation inlined and vectorises. (A per-element branch on the
@@ -25,6 +25,7 @@ from numba import njit, prange
 
 from .. import _activations as A
 from . import narrow
+from ._types import copy_back, kernel_inputs, kernel_outputs
 
 
 @njit(inline="always")
@@ -381,27 +382,34 @@ def _chunks_of(size, batch, min_elements):
 NARROW_MIN_STEPS = 1024
 
 
-def _narrow_rows(a, lengths, batch_first, arrays, backward=False):
-    """Whether ``narrow``'s rows kernels take this call. Also the backward of a single sequence with a wide row
-    (B = 1, H a multiple of 16 up to ``narrow.ROW_MAX_COLUMNS_SINGLE``): measured at T=10^5, H=256 (2-core Xeon under
-    load, alternating): 88 ms against 106 ms for the general kernels split across threads (their forward is the
-    faster one there: 32 against 48 ms, so it stays general)."""
+def _narrow_rows(a, lengths, batch_first, arrays):
+    """Whether ``narrow``'s rows kernels take this call (B*H = 16..64 columns, a multiple of 16). A single sequence
+    with a wider row (B = 1, H = 256) takes the general kernels split across threads by columns, backward too: since
+    the general backward row loop vectorises (``_backward_row_with``) it beats the rows kernels there, measured at
+    T=10^5, H=256 float32 (alternating, loaded machine): 77 against 166 ms on one thread, 94 against 114 ms on two."""
     T = a.shape[1] if batch_first else a.shape[0]
-    B, C = lengths.shape[0], lengths.shape[0] * a.shape[-1]
-    wide = backward and B == 1 and C % narrow.W == 0 and C <= narrow.ROW_MAX_COLUMNS_SINGLE
-    return (T >= NARROW_MIN_STEPS and (narrow.rows_applies(C) or wide)
-            and narrow.eligible(arrays, lengths, T, batch_first))
+    C = lengths.shape[0] * a.shape[-1]
+    return T >= NARROW_MIN_STEPS and narrow.rows_applies(C) and narrow.eligible(arrays, lengths, T, batch_first)
 
 
 def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None):
     """Fill ``out`` (``x``'s shape: [T, B, H], or [B, T, H] when ``batch_first``) with the recurrence over ``x``,
     and ``final`` [B, H] (when given) with each sequence's final state. ``u`` [H]; ``b`` [H] and ``h0`` [B, H] may
-    be None (zeros); ``lengths`` int64 [B]; ``act`` an ACT_* code. Inputs must already be validated."""
+    be None (zeros); ``lengths`` int64 [B]; ``act`` an ACT_* code. Inputs must already be validated. Arrays of any
+    strides; the kernels see one type per dtype (``_types``)."""
     B, H = lengths.shape[0], u.shape[0]
     if b is None:
         b = np.zeros(H, dtype=u.dtype)
     if h0 is None:
         h0 = np.zeros((B, H), dtype=u.dtype)
+    x, u, b, h0, lengths = kernel_inputs(x, u, b, h0, lengths)
+    written = kernel_outputs(out, final)
+    _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, *written)
+    copy_back((out, final), written)
+
+
+def _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final):
+    B = lengths.shape[0]
     if x.shape[batch_first] >= NARROW_MIN_STEPS and _narrow_rows(x, lengths, batch_first, (x, out)):
         if batch_first:
             x, out = np.swapaxes(x, 0, 1), np.swapaxes(out, 0, 1)
@@ -427,17 +435,24 @@ def constant_row(grad_h):
 
 def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):
     """Fill ``gx`` (``h``'s shape), ``gu`` [H], ``gb`` [H] and ``gh0`` [B, H]. Inputs must already be validated;
-    ``grad_h`` is ``h``'s shape, or a ``[1, 1, H]`` row standing for the same dL/dh at every step."""
+    ``grad_h`` is ``h``'s shape, or a ``[1, 1, H]`` row standing for the same dL/dh at every step. Arrays of any
+    strides; the kernels see one type per dtype (``_types``)."""
     B, H = lengths.shape[0], u.shape[0]
     if h0 is None:
         h0 = np.zeros((B, H), dtype=u.dtype)
     if grad_hn is None:
         grad_hn = np.zeros((B, H), dtype=u.dtype)
-    grad_h = constant_row(grad_h)
-    if grad_h.shape != h.shape and h.shape[batch_first] >= NARROW_MIN_STEPS:
-        grad_h = np.ascontiguousarray(np.broadcast_to(grad_h, h.shape))  # (the narrow kernels read full arrays)
-    if h.shape[batch_first] >= NARROW_MIN_STEPS and _narrow_rows(h, lengths, batch_first, (grad_h, h, gx),
-                                                                  backward=True):
+    grad_h, h, u, h0, lengths, grad_hn = kernel_inputs(constant_row(grad_h), h, u, h0, lengths, grad_hn)
+    written = kernel_outputs(gx, gu, gb, gh0)
+    _backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *written)
+    copy_back((gx, gu, gb, gh0), written)
+
+
+def _backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):
+    B = lengths.shape[0]
+    if h.shape[batch_first] >= NARROW_MIN_STEPS and _narrow_rows(h, lengths, batch_first, (h, gx)):
+        if grad_h.shape != h.shape:  # (the narrow kernels read full arrays; a row is C = 16..64 elements here)
+            grad_h, = kernel_inputs(np.broadcast_to(grad_h, h.shape))
         if batch_first:
             grad_h, h, gx = np.swapaxes(grad_h, 0, 1), np.swapaxes(h, 0, 1), np.swapaxes(gx, 0, 1)
         return narrow.rows_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0)

@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _activations as A
+from ._types import copy_back, kernel_inputs, kernel_outputs
 
 # Rows shorter than this run the lane order (inner loop across segments); longer ones the row order (inner over H).
 LANE_ORDER_MAX_H = 8
@@ -542,6 +543,13 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=Non
         b = np.zeros(H, dtype=u.dtype)
     if h0 is None:
         h0 = np.zeros((B, H), dtype=u.dtype)
+    x, u, b, h0, lengths = kernel_inputs(x, u, b, h0, lengths)  # one compiled type per dtype (see ``_types``)
+    written = kernel_outputs(out, final)
+    _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, *written)
+    copy_back((out, final), written)
+
+
+def _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final):
     write_final = final is not None
     if not write_final:
         final = np.empty((1, 1), dtype=u.dtype)  # a stand-in of the right type, never written
@@ -556,12 +564,20 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=Non
 
 
 def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):
-    """``recurrence.backward_into`` with the time-parallel kernel (any activation; inputs validated)."""
+    """``recurrence.backward_into`` with the time-parallel kernel (any activation; inputs validated; ``grad_h``
+    ``h``'s shape: a broadcast one is copied out, which is cheap at the few columns this kernel is chosen for)."""
     B, H = lengths.shape[0], u.shape[0]
     if h0 is None:
         h0 = np.zeros((B, H), dtype=u.dtype)
     if grad_hn is None:
         grad_hn = np.zeros((B, H), dtype=u.dtype)
+    grad_h, h, u, h0, lengths, grad_hn = kernel_inputs(grad_h, h, u, h0, lengths, grad_hn)  # see ``_types``
+    written = kernel_outputs(gx, gu, gb, gh0)
+    _backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *written)
+    copy_back((gx, gu, gb, gh0), written)
+
+
+def _backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):
     if batch_first:
         grad_h, h, gx = np.swapaxes(grad_h, 0, 1), np.swapaxes(h, 0, 1), np.swapaxes(gx, 0, 1)
     G, seg = _narrow_lanes(h, lengths, (grad_h, h, gx))

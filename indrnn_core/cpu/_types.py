@@ -1,0 +1,41 @@
+"""One compiled type per kernel argument, whoever allocated the arrays.
+
+Numba compiles a kernel once per argument *type*, and an array's type carries its layout (C-contiguous, Fortran or
+any strides) and whether it is read-only (what JAX and TensorFlow hand over through DLPack). Passed as they came,
+every mix of those across the five inputs and four outputs compiled the parallel kernels again (tens of seconds
+each), and a strided array ran a general specialisation 2.5x slower than the contiguous one. So the launchers hand
+the kernels one type per dtype: inputs as C-contiguous read-only arrays (a view when they already are contiguous,
+else one copy), outputs as C-contiguous arrays (a contiguous stand-in, copied back after the launch, for an ``out=``
+buffer with other strides).
+"""
+
+import numpy as np
+
+
+def kernel_inputs(*arrays):
+    """C-contiguous read-only versions of ``arrays`` (None stays None): a view of a contiguous array, else a copy.
+    A row broadcast over time and batch should be reduced first (``recurrence.constant_row``), or it is copied
+    out in full."""
+    out = []
+    for a in arrays:
+        if a is not None:
+            if not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)
+            if a.flags.writeable:
+                a = a.view()
+                a.flags.writeable = False
+        out.append(a)
+    return tuple(out)
+
+
+def kernel_outputs(*arrays):
+    """``arrays`` as the kernels write them (None stays None): each C-contiguous array itself, a fresh contiguous
+    array of the same shape and dtype for any other; ``copy_back`` then fills the caller's arrays."""
+    return tuple(a if a is None or a.flags.c_contiguous else np.empty(a.shape, a.dtype) for a in arrays)
+
+
+def copy_back(outputs, written) -> None:
+    """Copy each stand-in from ``kernel_outputs`` into the caller's array it stood in for."""
+    for a, w in zip(outputs, written):
+        if w is not a:
+            a[...] = w
