@@ -12,7 +12,7 @@ The batch is split into one chunk per thread (``prange``); chunks never share a 
 depend on the thread count. Arrays arrive in their own layout (not as transposed views), and the launchers hand
 the kernels C-contiguous arrays only (``_types``: a copy for other strides), so one specialisation per dtype runs.
 
-The activation is chosen once per row (``_forward_row``/``_backward_row``), passing the activation function itself
+The activation is chosen once per row (``_forward_row_from``/``_backward_row_from``), passing the activation function itself
 to the row loop: each loop then compiles with one activation inlined and vectorises. (A per-element branch on the
 activation code, as the CUDA kernels use, runs 2x slower here.)
 Numba does no bounds checks: these launchers are only reached through ``indrnn_core._dispatch``, which validates
@@ -29,129 +29,99 @@ from ._types import copy_back, kernel_inputs, kernel_outputs
 
 
 @njit(inline="always")
-def _row_time_major(a, t, n):
-    """The ``[H]`` row of sequence ``n`` at time ``t`` of a [T, B, H] array."""
-    return a[t, n]
+def _at_time_major(t, n, j):
+    """Index of unit j of sequence n at time t in a [T, B, H] array."""
+    return (t, n, j)
 
 
 @njit(inline="always")
-def _row_batch_first(a, t, n):
-    """The ``[H]`` row of sequence ``n`` at time ``t`` of a [B, T, H] array."""
-    return a[n, t]
+def _at_batch_first(t, n, j):
+    """Index of unit j of sequence n at time t in a [B, T, H] array."""
+    return (n, t, j)
 
 
 @njit(inline="always")
-def _visit(i, lo, hi, T, batch_first):
-    """The i-th (sequence n, visit index s) pair of sequences lo..hi-1, in memory order: batch-first walks each
-    sequence's steps, time-major walks each step's sequences. One flat loop keeps a single copy of each body."""
+def _at_state(t, n, j):
+    """Index of unit j of sequence n in a [B, H] state (h0): no time axis."""
+    return (n, j)
+
+
+@njit(inline="always")
+def _next_visit(n, s, lo, hi, T, batch_first):
+    """The (sequence n, visit index s) pair after (n, s) among sequences lo..hi-1, in memory order: batch-first
+    walks each sequence's steps, time-major each step's sequences. One flat loop keeps a single copy of each body;
+    counters, not a division per step, say where it is."""
     if batch_first:
-        return lo + i // T, i % T
-    return lo + i % (hi - lo), i // (hi - lo)
-
-
-@njit(inline="always")
-def _forward_row_with(f, xt, prev, u, bias, ht, one):
-    for j in range(u.shape[0]):
-        ht[j] = f(xt[j] + u[j] * prev[j] + bias[j], one)
-
-
-@njit(inline="always")
-def _forward_row(act, xt, prev, u, bias, ht, one):
-    """ht = act(xt + u * prev + bias) over one [H] row."""
-    if act == A.ACT_RELU:
-        _forward_row_with(A.relu, xt, prev, u, bias, ht, one)
-    elif act == A.ACT_TANH:
-        _forward_row_with(A.tanh, xt, prev, u, bias, ht, one)
-    elif act == A.ACT_SIGMOID:
-        _forward_row_with(A.sigmoid, xt, prev, u, bias, ht, one)
+        s += 1
+        if s == T:
+            s = 0
+            n += 1
     else:
-        _forward_row_with(A.identity, xt, prev, u, bias, ht, one)
+        n += 1
+        if n == hi:
+            n = lo
+            s += 1
+    return n, s
+
+
+# The row loops below index the full arrays element by element (``a[at(t, n, j)]``) instead of slicing a row view
+# per step: every view Numba creates inside a loop costs an atomic increment and decrement of its array's reference
+# count, and with two threads on the same arrays those atomics contended for one cache line. Measured (perf) on a
+# single sequence, T=10^6, H=1: 85% of the sequential backward's time was those atomics (126 ns per step).
+# ``at`` is the layout's index function, passed as a function so each layout compiles its own loop. The unit loops
+# count from 0 (``j = j0 + jj``, ``j0`` known non-negative from ``max(j0, 0)``): a loop over ``range(j0, j1)`` left
+# Numba's negative-index wraparound in the loop and ran scalar (4.7 against 1.2 ms for a forward at T=784, B=64,
+# H=128 float32).
+
+@njit(inline="always")
+def _forward_row_with(f, at, x, out, t, n, prev, at_prev, t_prev, u, bias, j0, j1, one):
+    for jj in range(j1 - j0):
+        j = j0 + jj
+        out[at(t, n, j)] = f(x[at(t, n, j)] + u[j] * prev[at_prev(t_prev, n, j)] + bias[j], one)
 
 
 @njit(inline="always")
-def _backward_row_with(df, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one, tiny):
-    # Two loops, not one: a single loop writing four rows (gx, gu, gb, carry) while reading four needs more runtime
-    # overlap checks than LLVM's vectoriser makes, so it ran scalar; split, each loop vectorises. The second reads
-    # g back from gx (same values, bit for bit). Measured at T=784, B=64, H=128 float32, 2 threads: 6.95 -> 3.2 ms.
-    for j in range(u.shape[0]):
-        gxt[j] = (dht[j] + carry[j]) * df(ht[j], one)
-    for j in range(u.shape[0]):
-        g = gxt[j]
-        gu_n[j] += g * prev[j]
-        gb_n[j] += g
-        carry[j] = A.flush_subnormal(g * u[j], tiny)
-
-
-@njit(inline="always")
-def _backward_row(act, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one):
-    """One [H] row of BPTT: gx = (grad_h + carry) * act'(h); partial sums of gu, gb; carry = gx * u (subnormal
-    carries flushed to 0: see ``_activations.flush_subnormal``)."""
-    tiny = u.dtype.type(np.finfo(u.dtype).tiny)
+def _forward_row_from(act, at, x, out, t, n, prev, at_prev, t_prev, u, bias, j0, j1, one):
+    """h[t, n, j0:j1] = act(x + u * prev + bias), ``prev`` read at ``at_prev(t_prev, n, j)``."""
     if act == A.ACT_RELU:
-        _backward_row_with(A.relu_derivative, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one, tiny)
+        _forward_row_with(A.relu, at, x, out, t, n, prev, at_prev, t_prev, u, bias, j0, j1, one)
     elif act == A.ACT_TANH:
-        _backward_row_with(A.tanh_derivative, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one, tiny)
+        _forward_row_with(A.tanh, at, x, out, t, n, prev, at_prev, t_prev, u, bias, j0, j1, one)
     elif act == A.ACT_SIGMOID:
-        _backward_row_with(A.sigmoid_derivative, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one, tiny)
+        _forward_row_with(A.sigmoid, at, x, out, t, n, prev, at_prev, t_prev, u, bias, j0, j1, one)
     else:
-        _backward_row_with(A.identity_derivative, dht, ht, prev, u, carry, gxt, gu_n, gb_n, one, tiny)
+        _forward_row_with(A.identity, at, x, out, t, n, prev, at_prev, t_prev, u, bias, j0, j1, one)
 
 
 @njit(inline="always")
-def _forward_rows(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, lo, hi):
-    """Sequences lo..hi-1. ``row`` is ``_row_time_major`` or ``_row_batch_first``, passed as a function so each
-    layout compiles its own loop (a runtime layout switch per row defeats vectorisation). With ``write_final``,
-    ``final[n]`` [B, H] receives sequence n's final state: its last visited row, or h0[n] when it has no steps."""
+def _forward_rows(at, x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, lo, hi, j0, j1):
+    """Sequences lo..hi-1, hidden units j0..j1-1. With ``write_final``, ``final[n]`` [B, H] receives sequence n's
+    final state: its last visited row, or h0[n] when it has no steps."""
     T = x.shape[1] if batch_first else x.shape[0]
     one = u.dtype.type(1)
-    for i in range(T * (hi - lo)):
-        n, s = _visit(i, lo, hi, T, batch_first)
+    j0 = max(j0, 0)
+    n, s = lo, 0
+    for _ in range(T * (hi - lo)):
         length = lengths[n]
         if s >= length:
-            row(out, s, n)[:] = 0
+            for jj in range(j1 - j0):
+                j = j0 + jj
+                out[at(s, n, j)] = 0
             if write_final and s == 0:
-                final[n, :] = h0[n]
-            continue
-        t = length - 1 - s if reverse else s
-        xt = row(x, t, n)
-        ht = row(out, t, n)
-        if s == 0:
-            prev = h0[n]
+                for jj in range(j1 - j0):
+                    j = j0 + jj
+                    final[n, j] = h0[n, j]
         else:
-            prev = row(out, t + 1 if reverse else t - 1, n)
-        _forward_row(act, xt, prev, u, bias, ht, one)
-        if write_final and s == length - 1:
-            final[n, :] = ht
-
-
-@njit(inline="always")
-def _forward_rows_cols(row, x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, lo, hi, j0,
-                       j1):
-    """Sequences lo..hi-1, hidden units j0..j1-1. ``row`` is ``_row_time_major`` or ``_row_batch_first``, passed
-    as a function so each layout compiles its own loop (a runtime layout switch per row defeats vectorisation).
-    With ``write_final``, ``final[n]`` [B, H] receives sequence n's final state: its last visited row, or h0[n]
-    when it has no steps."""
-    T = x.shape[1] if batch_first else x.shape[0]
-    one = u.dtype.type(1)
-    u, bias = u[j0:j1], bias[j0:j1]
-    for i in range(T * (hi - lo)):
-        n, s = _visit(i, lo, hi, T, batch_first)
-        length = lengths[n]
-        if s >= length:
-            row(out, s, n)[j0:j1] = 0
-            if write_final and s == 0:
-                final[n, j0:j1] = h0[n, j0:j1]
-            continue
-        t = length - 1 - s if reverse else s
-        xt = row(x, t, n)[j0:j1]
-        ht = row(out, t, n)[j0:j1]
-        if s == 0:
-            prev = h0[n, j0:j1]
-        else:
-            prev = row(out, t + 1 if reverse else t - 1, n)[j0:j1]
-        _forward_row(act, xt, prev, u, bias, ht, one)
-        if write_final and s == length - 1:
-            final[n, j0:j1] = ht
+            t = length - 1 - s if reverse else s
+            if s == 0:
+                _forward_row_from(act, at, x, out, t, n, h0, _at_state, t, u, bias, j0, j1, one)
+            else:
+                _forward_row_from(act, at, x, out, t, n, out, at, t + 1 if reverse else t - 1, u, bias, j0, j1, one)
+            if write_final and s == length - 1:
+                for jj in range(j1 - j0):
+                    j = j0 + jj
+                    final[n, j] = out[at(t, n, j)]
+        n, s = _next_visit(n, s, lo, hi, T, batch_first)
 
 
 # A work item is a chunk of the batch and, when there are fewer sequences than threads (``chunks`` > B), a block
@@ -191,113 +161,111 @@ def _forward_parallel(x, u, bias, h0, lengths, reverse, act, batch_first, out, f
     B, H = lengths.shape[0], u.shape[0]
     for c in prange(_item_count(chunks, B)):
         lo, hi, j0, j1 = _work_item(c, chunks, B, H)
-        if chunks <= B:  # whole rows: the loop without per-step slicing (a few % at B=16, H=256)
-            if batch_first:
-                _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
-                              lo, hi)
-            else:
-                _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
-                              lo, hi)
-        elif batch_first:
-            _forward_rows_cols(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
-                               lo, hi, j0, j1)
+        if batch_first:
+            _forward_rows(_at_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
+                          lo, hi, j0, j1)
         else:
-            _forward_rows_cols(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
-                               lo, hi, j0, j1)
+            _forward_rows(_at_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
+                          lo, hi, j0, j1)
 
 
 @njit(cache=True)
 def _forward_serial(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final):
     B, H = lengths.shape[0], u.shape[0]
     if batch_first:
-        _forward_rows(_row_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final, 0, B)
+        _forward_rows(_at_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final, 0, B,
+                      0, H)
     else:
-        _forward_rows(_row_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final, 0, B)
+        _forward_rows(_at_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final, 0, B,
+                      0, H)
 
 
 _FLUSH_STEPS = 64
 
 
 @njit(inline="always")
-def _backward_rows(row, grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
-                   block_part, lo, hi):
-    """Visits run backwards (visit index s from T-1 down to 0). ``carry[n]`` holds dL/dh at the visited step coming
-    from later steps: it starts as grad_hn[n] and ends as dL/dh0[n]. ``gu_part``/``gb_part`` [B, H] (float64)
-    receive per-sequence sums. The inner loop accumulates in the data type into ``block_part`` [2, B, H] and
-    flushes to float64 every ``_FLUSH_STEPS`` steps: float32 speed, float64 accuracy over 10^4 steps."""
-    T = h.shape[1] if batch_first else h.shape[0]
-    one = u.dtype.type(1)
-    constant_grad = grad_h.shape[0] * grad_h.shape[1] == 1  # a [1, 1, H] row: the same dL/dh at every step
-    for n in range(lo, hi):
-        carry[n, :] = grad_hn[n]
-        gu_part[n, :] = 0
-        gb_part[n, :] = 0
-        block_part[:, n, :] = 0
-    for i in range(T * (hi - lo)):
-        n, s_forward = _visit(i, lo, hi, T, batch_first)
-        s = T - 1 - s_forward
-        length = lengths[n]
-        if s >= length:
-            row(gx, s, n)[:] = 0
-            continue
-        t = length - 1 - s if reverse else s
-        ht = row(h, t, n)
-        dht = row(grad_h, 0, 0) if constant_grad else row(grad_h, t, n)
-        gxt = row(gx, t, n)
-        if s == 0:
-            prev = h0[n]
-        else:
-            prev = row(h, t + 1 if reverse else t - 1, n)
-        _backward_row(act, dht, ht, prev, u, carry[n], gxt, block_part[0, n], block_part[1, n], one)
-        if s % _FLUSH_STEPS == 0:  # s == 0 is every sequence's last visit, so everything is flushed
-            _flush(block_part[0, n], gu_part[n])
-            _flush(block_part[1, n], gb_part[n])
+def _backward_row_with(df, at, grad_h, tg, ng, h, gx, t, n, prev, at_prev, t_prev, u, carry, block, j0, j1, one,
+                       tiny):
+    # Two loops, not one: a single loop writing four rows (gx, gu, gb, carry) while reading four needs more runtime
+    # overlap checks than LLVM's vectoriser makes, so it ran scalar; split, each loop vectorises. The second reads
+    # g back from gx (same values, bit for bit). Measured at T=784, B=64, H=128 float32, 2 threads: 6.95 -> 3.2 ms.
+    for jj in range(j1 - j0):
+        j = j0 + jj
+        gx[at(t, n, j)] = (grad_h[at(tg, ng, j)] + carry[n, j]) * df(h[at(t, n, j)], one)
+    for jj in range(j1 - j0):
+        j = j0 + jj
+        g = gx[at(t, n, j)]
+        block[0, n, j] += g * prev[at_prev(t_prev, n, j)]
+        block[1, n, j] += g
+        carry[n, j] = A.flush_subnormal(g * u[j], tiny)
 
 
 @njit(inline="always")
-def _backward_rows_cols(row, grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part,
-                        carry, block_part, lo, hi, j0, j1):
-    """Visits run backwards (visit index s from T-1 down to 0). ``carry[n]`` holds dL/dh at the visited step coming
-    from later steps: it starts as grad_hn[n] and ends as dL/dh0[n]. ``gu_part``/``gb_part`` [B, H] (float64)
-    receive per-sequence sums. The inner loop accumulates in the data type into ``block_part`` [2, B, H] and
-    flushes to float64 every ``_FLUSH_STEPS`` steps: float32 speed, float64 accuracy over 10^4 steps. Only units
-    j0..j1-1 are touched."""
-    T = h.shape[1] if batch_first else h.shape[0]
-    one = u.dtype.type(1)
-    constant_grad = grad_h.shape[0] * grad_h.shape[1] == 1  # a [1, 1, H] row: the same dL/dh at every step
-    u = u[j0:j1]
-    for n in range(lo, hi):
-        carry[n, j0:j1] = grad_hn[n, j0:j1]
-        gu_part[n, j0:j1] = 0
-        gb_part[n, j0:j1] = 0
-        block_part[:, n, j0:j1] = 0
-    for i in range(T * (hi - lo)):
-        n, s_forward = _visit(i, lo, hi, T, batch_first)
-        s = T - 1 - s_forward
-        length = lengths[n]
-        if s >= length:
-            row(gx, s, n)[j0:j1] = 0
-            continue
-        t = length - 1 - s if reverse else s
-        ht = row(h, t, n)[j0:j1]
-        dht = (row(grad_h, 0, 0) if constant_grad else row(grad_h, t, n))[j0:j1]
-        gxt = row(gx, t, n)[j0:j1]
-        if s == 0:
-            prev = h0[n, j0:j1]
-        else:
-            prev = row(h, t + 1 if reverse else t - 1, n)[j0:j1]
-        _backward_row(act, dht, ht, prev, u, carry[n, j0:j1], gxt, block_part[0, n, j0:j1], block_part[1, n, j0:j1],
-                      one)
-        if s % _FLUSH_STEPS == 0:  # s == 0 is every sequence's last visit, so everything is flushed
-            _flush(block_part[0, n, j0:j1], gu_part[n, j0:j1])
-            _flush(block_part[1, n, j0:j1], gb_part[n, j0:j1])
+def _backward_row_from(act, at, grad_h, tg, ng, h, gx, t, n, prev, at_prev, t_prev, u, carry, block, j0, j1, one,
+                       tiny):
+    """One row of BPTT, units j0..j1-1: gx = (grad_h + carry) * act'(h); partial sums of gu (x ``prev``, read at
+    ``at_prev(t_prev, n, j)``) and gb into ``block``; carry = gx * u (subnormal carries flushed to 0: see
+    ``_activations.flush_subnormal``). ``grad_h`` is read at (tg, ng): (t, n), or (0, 0) for a constant row."""
+    if act == A.ACT_RELU:
+        _backward_row_with(A.relu_derivative, at, grad_h, tg, ng, h, gx, t, n, prev, at_prev, t_prev, u, carry, block,
+                           j0, j1, one, tiny)
+    elif act == A.ACT_TANH:
+        _backward_row_with(A.tanh_derivative, at, grad_h, tg, ng, h, gx, t, n, prev, at_prev, t_prev, u, carry, block,
+                           j0, j1, one, tiny)
+    elif act == A.ACT_SIGMOID:
+        _backward_row_with(A.sigmoid_derivative, at, grad_h, tg, ng, h, gx, t, n, prev, at_prev, t_prev, u, carry,
+                           block, j0, j1, one, tiny)
+    else:
+        _backward_row_with(A.identity_derivative, at, grad_h, tg, ng, h, gx, t, n, prev, at_prev, t_prev, u, carry,
+                           block, j0, j1, one, tiny)
 
 
 @njit(inline="always")
-def _flush(block, total):
-    for j in range(block.shape[0]):
-        total[j] += block[j]
-        block[j] = 0
+def _backward_rows(at, grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
+                   block_part, lo, hi, j0, j1):
+    """Sequences lo..hi-1, hidden units j0..j1-1. Visits run backwards (visit index s from T-1 down to 0).
+    ``carry[n]`` holds dL/dh at the visited step coming from later steps: it starts as grad_hn[n] and ends as
+    dL/dh0[n]. ``gu_part``/``gb_part`` [B, H] (float64) receive per-sequence sums. The inner loop accumulates in
+    the data type into ``block_part`` [2, B, H] and flushes to float64 every ``_FLUSH_STEPS`` steps: float32
+    speed, float64 accuracy over 10^4 steps. ``grad_h`` is ``h``'s shape, or a [1, 1, H] row read at every step."""
+    T = h.shape[1] if batch_first else h.shape[0]
+    one = u.dtype.type(1)
+    tiny = u.dtype.type(np.finfo(u.dtype).tiny)
+    constant_grad = grad_h.shape[0] * grad_h.shape[1] == 1  # a [1, 1, H] row: the same dL/dh at every step
+    j0 = max(j0, 0)
+    for n in range(lo, hi):
+        for jj in range(j1 - j0):
+            j = j0 + jj
+            carry[n, j] = grad_hn[n, j]
+            gu_part[n, j] = 0
+            gb_part[n, j] = 0
+            block_part[0, n, j] = 0
+            block_part[1, n, j] = 0
+    n, s_forward = lo, 0
+    for _ in range(T * (hi - lo)):
+        s = T - 1 - s_forward
+        length = lengths[n]
+        if s >= length:
+            for jj in range(j1 - j0):
+                j = j0 + jj
+                gx[at(s, n, j)] = 0
+        else:
+            t = length - 1 - s if reverse else s
+            tg, ng = (0, 0) if constant_grad else (t, n)
+            if s == 0:
+                _backward_row_from(act, at, grad_h, tg, ng, h, gx, t, n, h0, _at_state, t, u, carry, block_part,
+                                   j0, j1, one, tiny)
+            else:
+                _backward_row_from(act, at, grad_h, tg, ng, h, gx, t, n, h, at, t + 1 if reverse else t - 1, u,
+                                   carry, block_part, j0, j1, one, tiny)
+            if s % _FLUSH_STEPS == 0:  # s == 0 is every sequence's last visit, so everything is flushed
+                for jj in range(j1 - j0):
+                    j = j0 + jj
+                    gu_part[n, j] += block_part[0, n, j]
+                    gb_part[n, j] += block_part[1, n, j]
+                    block_part[0, n, j] = 0
+                    block_part[1, n, j] = 0
+        n, s_forward = _next_visit(n, s_forward, lo, hi, T, batch_first)
 
 
 @njit(cache=True, parallel=True)
@@ -306,19 +274,12 @@ def _backward_parallel(grad_h, h, u, h0, lengths, reverse, act, batch_first, gra
     B, H = lengths.shape[0], u.shape[0]
     for c in prange(_item_count(chunks, B)):
         lo, hi, j0, j1 = _work_item(c, chunks, B, H)
-        if chunks <= B:
-            if batch_first:
-                _backward_rows(_row_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
-                               gb_part, carry, block_part, lo, hi)
-            else:
-                _backward_rows(_row_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
-                               gb_part, carry, block_part, lo, hi)
-        elif batch_first:
-            _backward_rows_cols(_row_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
-                                gb_part, carry, block_part, lo, hi, j0, j1)
+        if batch_first:
+            _backward_rows(_at_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
+                           gb_part, carry, block_part, lo, hi, j0, j1)
         else:
-            _backward_rows_cols(_row_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
-                                gb_part, carry, block_part, lo, hi, j0, j1)
+            _backward_rows(_at_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
+                           gb_part, carry, block_part, lo, hi, j0, j1)
 
 
 @njit(cache=True)
@@ -326,11 +287,11 @@ def _backward_serial(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_
                      block_part):
     B, H = lengths.shape[0], u.shape[0]
     if batch_first:
-        _backward_rows(_row_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
-                       gb_part, carry, block_part, 0, B)
+        _backward_rows(_at_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
+                       gb_part, carry, block_part, 0, B, 0, H)
     else:
-        _backward_rows(_row_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
-                       gb_part, carry, block_part, 0, B)
+        _backward_rows(_at_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
+                       gb_part, carry, block_part, 0, B, 0, H)
 
 
 @njit(cache=True)
