@@ -30,6 +30,7 @@ def _old_recurrence(rev: str):
                          capture_output=True, text=True).stdout
     src = src.replace("from .. import _activations as A", "from indrnn_core import _activations as A")
     src = src.replace("from . import narrow", "from indrnn_core.cpu import narrow")
+    src = src.replace("from ._types import", "from indrnn_core.cpu._types import")
     path = Path(tempfile.mkdtemp()) / f"recurrence_{rev}.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location(path.stem, path)
