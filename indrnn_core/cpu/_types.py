@@ -49,3 +49,30 @@ def copy_back(outputs, written) -> None:
     for a, w in zip(outputs, written):
         if w is not a:
             a[...] = w
+
+
+def launch_forward(run, x, u, b, h0, lengths, reverse, act, batch_first, out, final):
+    """Call ``run`` (a launcher's ``_forward_into``, same arguments) with absent ``b``/``h0`` as zeros, the inputs
+    from ``kernel_inputs`` and the outputs from ``kernel_outputs``; then copy strided outputs back."""
+    B, H = lengths.shape[0], u.shape[0]
+    if b is None:
+        b = np.zeros(H, dtype=u.dtype)
+    if h0 is None:
+        h0 = np.zeros((B, H), dtype=u.dtype)
+    x, u, b, h0, lengths = kernel_inputs(x, u, b, h0, lengths)
+    written = kernel_outputs(out, final)
+    run(x, u, b, h0, lengths, reverse, act, batch_first, *written)
+    copy_back((out, final), written)
+
+
+def launch_backward(run, grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):
+    """``launch_forward`` for a launcher's ``_backward_into``: absent ``h0``/``grad_hn`` as zeros."""
+    B, H = lengths.shape[0], u.shape[0]
+    if h0 is None:
+        h0 = np.zeros((B, H), dtype=u.dtype)
+    if grad_hn is None:
+        grad_hn = np.zeros((B, H), dtype=u.dtype)
+    grad_h, h, u, h0, lengths, grad_hn = kernel_inputs(grad_h, h, u, h0, lengths, grad_hn)
+    written = kernel_outputs(gx, gu, gb, gh0)
+    run(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *written)
+    copy_back((gx, gu, gb, gh0), written)

@@ -437,6 +437,7 @@ def _boundaries_backward(ma, mm, carry, cur, G, C):
 @njit
 def _tail_backward(df, grad_h, h, u, h0, gx, cur, tail_u, tail_b, s_lo, T, C, reverse):
     one = u.dtype.type(1)
+    tiny = u.dtype.type(np.finfo(u.dtype).tiny)
     for s in range(T - 1, s_lo - 1, -1):
         t = T - 1 - s if reverse else s
         tp = T - s if reverse else s - 1
@@ -446,7 +447,7 @@ def _tail_backward(df, grad_h, h, u, h0, gx, cur, tail_u, tail_b, s_lo, T, C, re
             prev = h0[c] if s == 0 else h[tp * C + c]
             tail_u[c] += v * prev
             tail_b[c] += v
-            cur[c] = v * u[c]
+            cur[c] = A.flush_subnormal(v * u[c], tiny)  # (as every kernel: _activations.flush_subnormal)
 
 
 @njit(cache=True)

@@ -25,7 +25,7 @@ from numba import njit, prange
 
 from .. import _activations as A
 from . import narrow
-from ._types import copy_back, kernel_inputs, kernel_outputs
+from ._types import kernel_inputs, launch_backward, launch_forward
 
 
 @njit(inline="always")
@@ -358,15 +358,7 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=Non
     and ``final`` [B, H] (when given) with each sequence's final state. ``u`` [H]; ``b`` [H] and ``h0`` [B, H] may
     be None (zeros); ``lengths`` int64 [B]; ``act`` an ACT_* code. Inputs must already be validated. Arrays of any
     strides; the kernels see one type per dtype (``_types``)."""
-    B, H = lengths.shape[0], u.shape[0]
-    if b is None:
-        b = np.zeros(H, dtype=u.dtype)
-    if h0 is None:
-        h0 = np.zeros((B, H), dtype=u.dtype)
-    x, u, b, h0, lengths = kernel_inputs(x, u, b, h0, lengths)
-    written = kernel_outputs(out, final)
-    _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, *written)
-    copy_back((out, final), written)
+    launch_forward(_forward_into, x, u, b, h0, lengths, reverse, act, batch_first, out, final)
 
 
 def _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final):
@@ -398,15 +390,8 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
     """Fill ``gx`` (``h``'s shape), ``gu`` [H], ``gb`` [H] and ``gh0`` [B, H]. Inputs must already be validated;
     ``grad_h`` is ``h``'s shape, or a ``[1, 1, H]`` row standing for the same dL/dh at every step. Arrays of any
     strides; the kernels see one type per dtype (``_types``)."""
-    B, H = lengths.shape[0], u.shape[0]
-    if h0 is None:
-        h0 = np.zeros((B, H), dtype=u.dtype)
-    if grad_hn is None:
-        grad_hn = np.zeros((B, H), dtype=u.dtype)
-    grad_h, h, u, h0, lengths, grad_hn = kernel_inputs(constant_row(grad_h), h, u, h0, lengths, grad_hn)
-    written = kernel_outputs(gx, gu, gb, gh0)
-    _backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *written)
-    copy_back((gx, gu, gb, gh0), written)
+    launch_backward(_backward_into, constant_row(grad_h), h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx,
+                    gu, gb, gh0)
 
 
 def _backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):

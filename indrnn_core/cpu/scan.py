@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _activations as A
-from ._types import copy_back, kernel_inputs, kernel_outputs
+from ._types import launch_backward, launch_forward
 
 # Rows shorter than this run the lane order (inner loop across segments); longer ones the row order (inner over H).
 LANE_ORDER_MAX_H = 8
@@ -538,15 +538,7 @@ def _narrow_lanes(a, lengths, arrays):
 
 def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None):
     """``recurrence.forward_into`` with the time-parallel kernel (``act`` relu or identity; inputs validated)."""
-    B, H = lengths.shape[0], u.shape[0]
-    if b is None:
-        b = np.zeros(H, dtype=u.dtype)
-    if h0 is None:
-        h0 = np.zeros((B, H), dtype=u.dtype)
-    x, u, b, h0, lengths = kernel_inputs(x, u, b, h0, lengths)  # one compiled type per dtype (see ``_types``)
-    written = kernel_outputs(out, final)
-    _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, *written)
-    copy_back((out, final), written)
+    launch_forward(_forward_into, x, u, b, h0, lengths, reverse, act, batch_first, out, final)
 
 
 def _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final):
@@ -566,15 +558,7 @@ def _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final):
 def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):
     """``recurrence.backward_into`` with the time-parallel kernel (any activation; inputs validated; ``grad_h``
     ``h``'s shape: a broadcast one is copied out, which is cheap at the few columns this kernel is chosen for)."""
-    B, H = lengths.shape[0], u.shape[0]
-    if h0 is None:
-        h0 = np.zeros((B, H), dtype=u.dtype)
-    if grad_hn is None:
-        grad_hn = np.zeros((B, H), dtype=u.dtype)
-    grad_h, h, u, h0, lengths, grad_hn = kernel_inputs(grad_h, h, u, h0, lengths, grad_hn)  # see ``_types``
-    written = kernel_outputs(gx, gu, gb, gh0)
-    _backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, *written)
-    copy_back((gx, gu, gb, gh0), written)
+    launch_backward(_backward_into, grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0)
 
 
 def _backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu, gb, gh0):
