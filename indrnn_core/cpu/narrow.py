@@ -143,100 +143,208 @@ def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reve
         part_b[c0 + {w}] = pb{w}
 """
 
-# ---- lanes: the time-parallel phases, 16 (segment, column) lanes per block ------------------------------------
+# ---- lanes: the time-parallel phases, 16 (segment, column) lanes per block, through tiles ------------------------
 # Lane l is column l % C of segment l // C; ``base[l]`` is the flat index of its first visit, the next visit is
-# ``stride`` further (-C when reversed). ``lu``, ``lb`` are each lane's u and b.
-_LANES_FORWARD_MAPS = """
-def lanes_forward_maps(x, lu, lb, base, stride, seg, mk, mm, mlo, mhi):
-    zero = lu.dtype.type(0)
-    dt = lu.dtype.type
-    tiny = lu.dtype.type(np.finfo(lu.dtype).tiny)
-    for blk in prange(base.shape[0] // {W}):
-        l0 = blk * {W}
-        o{w} = base[l0 + {w}]
-        u{w} = lu[l0 + {w}]
-        b{w} = lb[l0 + {w}]
-        k{w}, m{w}, lo{w}, hi{w} = lu.dtype.type(1), zero, lu.dtype.type(-np.inf), lu.dtype.type(np.inf)
-        for i in range(seg):
-            a{w} = x[o{w}] + b{w}
-            k{w}, m{w}, lo{w}, hi{w} = compose(k{w}, m{w}, lo{w}, hi{w}, u{w}, a{w}, zero, tiny)
-            k{w} = dt(k{w})
-            o{w} += stride
-        mk[l0 + {w}] = k{w}
-        mm[l0 + {w}] = m{w}
-        mlo[l0 + {w}] = lo{w}
-        mhi[l0 + {w}] = hi{w}
-"""
+# ``stride`` further (-C when reversed). A block copies TILE visits of its W lanes at a time into a [TILE, W] tile
+# (each lane's visits are contiguous or C apart in memory, a lane's column in the tile), runs the step formulas on
+# the tile's rows (one row: the W lanes side by side, so the loop over lanes vectorises) and copies results back.
+# The lanes' state lives in one [rows, W] array: with one array the vectoriser needs a single overlap check against
+# the tile (separate arrays needed more runtime checks than LLVM makes, and the loop ran scalar).
+TILE = 64  # visits per tile: a [64, 16] tile of float64 is 8 KB, the backward's three of them fit L1
 
-_LANES_FORWARD_RUN = """
-def lanes_forward_run(x, lu, lb, base, stride, seg, state, out):
-    one = lu.dtype.type(1)
-    dt = lu.dtype.type
-    for blk in prange(base.shape[0] // {W}):
-        l0 = blk * {W}
-        o{w} = base[l0 + {w}]
-        u{w} = lu[l0 + {w}]
-        b{w} = lb[l0 + {w}]
-        s{w} = state[l0 + {w}]
-        for i in range(seg):
-            a{w} = x[o{w}]
-            s{w} = dt(f(a{w} + u{w} * s{w} + b{w}, one))
-            out[o{w}] = s{w}
-            o{w} += stride
-"""
 
-_LANES_BACKWARD_MAPS = """
-def lanes_backward_maps(grad_h, h, lu, base, stride, seg, ma, mm):
-    one = lu.dtype.type(1)
-    dt = lu.dtype.type
-    tiny = lu.dtype.type(np.finfo(lu.dtype).tiny)
-    for blk in prange(base.shape[0] // {W}):
-        l0 = blk * {W}
-        o{w} = base[l0 + {w}] + (seg - 1) * stride
-        u{w} = lu[l0 + {w}]
-        k{w} = one
-        m{w} = one - one
-        for i in range(seg):
-            d{w} = df(h[o{w}], one)
-            g{w} = grad_h[o{w}]
-            k{w} = dt(flush(k{w} * d{w} * u{w}, tiny))
-            m{w} = (g{w} + m{w}) * d{w} * u{w}
-            o{w} -= stride
-        ma[l0 + {w}] = k{w}
-        mm[l0 + {w}] = m{w}
-"""
+@njit(inline="always")
+def _ix(i):
+    """An index known to be in range, as unsigned: Numba then omits its negative-index wraparound (a shift, an and
+    and an add per element, which kept the tile copies scalar)."""
+    return np.uint64(i)
 
-_LANES_BACKWARD_RUN = """
-def lanes_backward_run(grad_h, h, lu, base, stride, seg, carry, first, part_u, part_b):
+
+@njit(inline="always")
+def _tile_in(src, base, l0, i0, stride, n, tile, r0):
+    """tile[r0 + i, l] = src at visit i0 + i of lane l0 + l, for i < n."""
+    for i in range(n):
+        o = (i0 + i) * stride
+        for l in range(W):
+            tile[_ix(r0 + i), _ix(l)] = src[_ix(base[l0 + l] + o)]
+
+
+@njit(inline="always")
+def _tile_out(tile, base, l0, i0, stride, n, dst):
+    for i in range(n):
+        o = (i0 + i) * stride
+        for l in range(W):
+            dst[_ix(base[l0 + l] + o)] = tile[_ix(i), _ix(l)]
+
+
+@njit(inline="always")
+def _maps_rows_with(compose, tile, n, st, zero, tiny):
+    """Compose rows 0..n-1 of ``tile`` (pre-activations less b) into the lanes' maps: st rows k, m, lo, hi, u, b."""
+    for i in range(n):
+        for l in range(W):
+            k, m, lo, hi = compose(st[0, l], st[1, l], st[2, l], st[3, l], st[4, l], tile[i, l] + st[5, l], zero,
+                                   tiny)
+            st[0, l] = k
+            st[1, l] = m
+            st[2, l] = lo
+            st[3, l] = hi
+
+
+@njit(cache=True, parallel=True)
+def _lanes_forward_maps(x, lu, lb, base, stride, seg, act, mk, mm, mlo, mhi):
+    dt = lu.dtype.type
+    zero = dt(0)
+    tiny = dt(np.finfo(lu.dtype).tiny)
+    for blk in prange(base.shape[0] // W):
+        l0 = blk * W
+        tile = np.empty((TILE, W), lu.dtype)
+        st = np.empty((6, W), lu.dtype)
+        for l in range(W):
+            st[0, l], st[1, l], st[2, l], st[3, l] = dt(1), zero, dt(-np.inf), dt(np.inf)
+            st[4, l], st[5, l] = lu[l0 + l], lb[l0 + l]
+        for i0 in range(0, seg, TILE):
+            n = min(TILE, seg - i0)
+            _tile_in(x, base, l0, i0, stride, n, tile, 0)
+            if act == A.ACT_RELU:
+                _maps_rows_with(_compose_relu_lanes, tile, n, st, zero, tiny)
+            else:
+                _maps_rows_with(_compose_identity_lanes, tile, n, st, zero, tiny)
+        for l in range(W):
+            mk[l0 + l], mm[l0 + l], mlo[l0 + l], mhi[l0 + l] = st[0, l], st[1, l], st[2, l], st[3, l]
+
+
+@njit(inline="always")
+def _run_rows_with(f, tile, n, st, one):
+    """h = f(x + u*h + b) down the tile's rows, in place (x in, h out); st rows: h, u, b."""
+    for i in range(n):
+        for l in range(W):
+            v = f(tile[i, l] + st[1, l] * st[0, l] + st[2, l], one)
+            st[0, l] = v
+            tile[i, l] = v
+
+
+@njit(cache=True, parallel=True)
+def _lanes_forward_run(x, lu, lb, base, stride, seg, act, state, out):
     one = lu.dtype.type(1)
-    tiny = lu.dtype.type(np.finfo(lu.dtype).tiny)
-    for blk in prange(base.shape[0] // {W}):
-        l0 = blk * {W}
-        o{w} = base[l0 + {w}] + (seg - 1) * stride
-        u{w} = lu[l0 + {w}]
-        cy{w} = carry[l0 + {w}]
-        pu{w} = 0.0
-        pb{w} = 0.0
-        hcy{w} = h[o{w}]
-        for i in range(seg - 1, 0, -1):
-            hp{w} = h[o{w} - stride]
-            g{w} = grad_h[o{w}]
-            v{w} = (g{w} + cy{w}) * df(hcy{w}, one)
-            gx[o{w}] = v{w}
-            pu{w} += v{w} * hp{w}
-            pb{w} += v{w}
-            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: _activations.flush_subnormal)
-            hcy{w} = hp{w}
-            o{w} -= stride
-        v{w} = (grad_h[o{w}] + cy{w}) * df(hcy{w}, one)
-        gx[o{w}] = v{w}
-        part_u[l0 + {w}] = pu{w} + v{w} * first[l0 + {w}]
-        part_b[l0 + {w}] = pb{w} + v{w}
-"""
-# (``gx`` is bound below: the run writes the lanes' gx in place; ``first[l]`` is the h before the lane's first
-# visit, read by the host from h or h0 before the launch.)
-_LANES_BACKWARD_RUN = _LANES_BACKWARD_RUN.replace("def lanes_backward_run(grad_h, h,",
-                                                  "def lanes_backward_run(grad_h, h, gx,")
+    for blk in prange(base.shape[0] // W):
+        l0 = blk * W
+        tile = np.empty((TILE, W), lu.dtype)
+        st = np.empty((3, W), lu.dtype)
+        for l in range(W):
+            st[0, l], st[1, l], st[2, l] = state[l0 + l], lu[l0 + l], lb[l0 + l]
+        for i0 in range(0, seg, TILE):
+            n = min(TILE, seg - i0)
+            _tile_in(x, base, l0, i0, stride, n, tile, 0)
+            if act == A.ACT_RELU:
+                _run_rows_with(A.relu, tile, n, st, one)
+            else:
+                _run_rows_with(A.identity, tile, n, st, one)
+            _tile_out(tile, base, l0, i0, stride, n, out)
+
+
+@njit(inline="always")
+def _backward_maps_rows_with(df, gt, ht, n, st, one, tiny):
+    """The carried gradient's affine map through rows n-1..0 (latest visit first): st rows k, m, u."""
+    for ii in range(n):
+        i = n - 1 - ii
+        for l in range(W):
+            d = df(ht[i, l], one)
+            st[0, l] = A.flush_subnormal(st[0, l] * d * st[2, l], tiny)
+            st[1, l] = (gt[i, l] + st[1, l]) * d * st[2, l]
+
+
+@njit(inline="always")
+def _backward_maps_tiles(df, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny):
+    for t in range((seg + TILE - 1) // TILE):
+        i0 = max(seg - (t + 1) * TILE, 0)
+        n = seg - t * TILE - i0
+        _tile_in(grad_h, base, l0, i0, stride, n, gt, 0)
+        _tile_in(h, base, l0, i0, stride, n, ht, 0)
+        _backward_maps_rows_with(df, gt, ht, n, st, one, tiny)
+
+
+@njit(cache=True, parallel=True)
+def _lanes_backward_maps(grad_h, h, lu, base, stride, seg, act, ma, mm):
+    dt = lu.dtype.type
+    one = dt(1)
+    tiny = dt(np.finfo(lu.dtype).tiny)
+    for blk in prange(base.shape[0] // W):
+        l0 = blk * W
+        gt = np.empty((TILE, W), lu.dtype)
+        ht = np.empty((TILE, W), lu.dtype)
+        st = np.empty((3, W), lu.dtype)
+        for l in range(W):
+            st[0, l], st[1, l], st[2, l] = one, dt(0), lu[l0 + l]
+        if act == A.ACT_RELU:
+            _backward_maps_tiles(A.relu_derivative, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny)
+        elif act == A.ACT_TANH:
+            _backward_maps_tiles(A.tanh_derivative, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny)
+        elif act == A.ACT_SIGMOID:
+            _backward_maps_tiles(A.sigmoid_derivative, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny)
+        else:
+            _backward_maps_tiles(A.identity_derivative, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny)
+        for l in range(W):
+            ma[l0 + l], mm[l0 + l] = st[0, l], st[1, l]
+
+
+@njit(inline="always")
+def _backward_run_rows_with(df, gt, ht, n, st, acc, one, tiny):
+    """BPTT down rows n-1..0, in place (gt: grad_h in, gx out); ht row i + 1 holds the h of the tile's row i, row
+    i the h before it. st rows: carry, u; acc rows: gu, gb partial sums (float64)."""
+    for ii in range(n):
+        i = n - 1 - ii
+        for l in range(W):
+            v = (gt[i, l] + st[0, l]) * df(ht[i + 1, l], one)
+            gt[i, l] = v
+            acc[0, l] += v * ht[i, l]
+            acc[1, l] += v
+            st[0, l] = A.flush_subnormal(v * st[1, l], tiny)  # (subnormal carries: _activations.flush_subnormal)
+
+
+@njit(inline="always")
+def _backward_run_tiles(df, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc, one, tiny):
+    for t in range((seg + TILE - 1) // TILE):
+        i0 = max(seg - (t + 1) * TILE, 0)
+        n = seg - t * TILE - i0
+        _tile_in(grad_h, base, l0, i0, stride, n, gt, 0)
+        _tile_in(h, base, l0, i0, stride, n, ht, 1)
+        if i0 > 0:
+            _tile_in(h, base, l0, i0 - 1, stride, 1, ht, 0)
+        else:
+            for l in range(W):
+                ht[0, l] = first[l0 + l]
+        _backward_run_rows_with(df, gt, ht, n, st, acc, one, tiny)
+        _tile_out(gt, base, l0, i0, stride, n, gx)
+
+
+@njit(cache=True, parallel=True)
+def _lanes_backward_run(grad_h, h, gx, lu, base, stride, seg, act, carry, first, part_u, part_b):
+    dt = lu.dtype.type
+    one = dt(1)
+    tiny = dt(np.finfo(lu.dtype).tiny)
+    for blk in prange(base.shape[0] // W):
+        l0 = blk * W
+        gt = np.empty((TILE, W), lu.dtype)
+        ht = np.empty((TILE + 1, W), lu.dtype)
+        st = np.empty((2, W), lu.dtype)
+        acc = np.zeros((2, W))
+        for l in range(W):
+            st[0, l], st[1, l] = carry[l0 + l], lu[l0 + l]
+        if act == A.ACT_RELU:
+            _backward_run_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc, one,
+                                tiny)
+        elif act == A.ACT_TANH:
+            _backward_run_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc, one,
+                                tiny)
+        elif act == A.ACT_SIGMOID:
+            _backward_run_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc,
+                                one, tiny)
+        else:
+            _backward_run_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc,
+                                one, tiny)
+        for l in range(W):
+            part_u[l0 + l], part_b[l0 + l] = acc[0, l], acc[1, l]
+
 
 @njit(inline="always")
 def _compose_relu_lanes(kk, mm, lo, hi, uj, c, zero, tiny):
@@ -255,21 +363,15 @@ def _compose_identity_lanes(kk, mm, lo, hi, uj, c, zero, tiny):
     return A.flush_subnormal(uj * kk, tiny), uj * mm + c, lo, hi
 
 
-_LANES_COMPOSE = {A.ACT_RELU: _compose_relu_lanes, A.ACT_IDENTITY: _compose_identity_lanes}
 _KERNELS: dict = {}
 
 
 def _kernel(kind: str, act: int):
     key = (kind, act)
     if key not in _KERNELS:
-        ns = {"f": _FORWARD[act], "compose": _LANES_COMPOSE.get(act), "df": _DERIVATIVE[act],
-              "flush": A.flush_subnormal}
+        ns = {"f": _FORWARD[act], "df": _DERIVATIVE[act], "flush": A.flush_subnormal}
         template, name = {"rows_forward": (_ROWS_FORWARD, "rows_forward"),
-                          "rows_backward": (_ROWS_BACKWARD, "rows_backward"),
-                          "lanes_forward_maps": (_LANES_FORWARD_MAPS, "lanes_forward_maps"),
-                          "lanes_forward_run": (_LANES_FORWARD_RUN, "lanes_forward_run"),
-                          "lanes_backward_maps": (_LANES_BACKWARD_MAPS, "lanes_backward_maps"),
-                          "lanes_backward_run": (_LANES_BACKWARD_RUN, "lanes_backward_run")}[kind]
+                          "rows_backward": (_ROWS_BACKWARD, "rows_backward")}[kind]
         _KERNELS[key] = _compile(template, name, ns, parallel=True)
     return _KERNELS[key]
 
@@ -366,11 +468,11 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
     xf, of = _flat(x), _flat(out)
     n = G * C
     mk, mm, mlo, mhi = (np.empty(n, u.dtype) for _ in range(4))
-    _kernel("lanes_forward_maps", act)(xf, lu, lb, base, stride, seg, mk, mm, mlo, mhi)
+    _lanes_forward_maps(xf, lu, lb, base, stride, seg, act, mk, mm, mlo, mhi)
     state = np.empty(n, u.dtype)
     cur = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1).copy()
     _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C)
-    _kernel("lanes_forward_run", act)(xf, lu, lb, base, stride, seg, state, of)
+    _lanes_forward_run(xf, lu, lb, base, stride, seg, act, state, of)
     # the tail: visits G*seg .. T-1, serially, from the state after the last segment
     f = _FORWARD[act]
     _tail_forward(f, xf, _per_column(u, B), _per_column(b, B), of, cur, G * seg, T, C, bool(reverse))
@@ -406,7 +508,7 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
     gf, hf, xf = _flat(grad_h), _flat(h), _flat(gx)
     n = G * C
     ma, mm = np.empty(n, u.dtype), np.empty(n, u.dtype)
-    _kernel("lanes_backward_maps", act)(gf, hf, lu, base, stride, seg, ma, mm)
+    _lanes_backward_maps(gf, hf, lu, base, stride, seg, act, ma, mm)
     h0f = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1)
     cur = np.ascontiguousarray(grad_hn, dtype=u.dtype).reshape(-1).copy()
     tail_u, tail_b = np.zeros(C), np.zeros(C)
@@ -421,7 +523,7 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
     if G > 1:
         first[C:] = hf[base[C:] - stride]
     part_u, part_b = np.empty(n), np.empty(n)
-    _kernel("lanes_backward_run", act)(gf, hf, xf, lu, base, stride, seg, carry, first, part_u, part_b)
+    _lanes_backward_run(gf, hf, xf, lu, base, stride, seg, act, carry, first, part_u, part_b)
     _sum_lanes(tail_u, tail_b, part_u, part_b, G, C, B, H, gu, gb)
 
 
