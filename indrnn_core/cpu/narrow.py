@@ -23,7 +23,9 @@ kernels.
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core.extending import intrinsic
 
 from .. import _activations as A
 from .scan import _apply_map
@@ -147,10 +149,11 @@ def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reve
 # Lane l is column l % C of segment l // C; ``base[l]`` is the flat index of its first visit, the next visit is
 # ``stride`` further (-C when reversed). A block copies TILE visits of its W lanes at a time into a [TILE, W] tile
 # (each lane's visits are contiguous or C apart in memory, a lane's column in the tile), runs the step formulas on
-# the tile's rows (one row: the W lanes side by side, so the loop over lanes vectorises) and copies results back.
-# The lanes' state lives in one [rows, W] array: with one array the vectoriser needs a single overlap check against
+# the tile's rows (one row: the LANES lanes side by side, so the loop over lanes vectorises) and copies results back.
+# The lanes' state lives in one [rows, LANES] array: with one array the vectoriser needs a single overlap check against
 # the tile (separate arrays needed more runtime checks than LLVM makes, and the loop ran scalar).
-TILE = 64  # visits per tile: a [64, 16] tile of float64 is 8 KB, the backward's three of them fit L1
+LANES = 64  # lanes per block (kept a constant so the loops over a tile's row vectorise with no remainder)
+TILE = 32  # visits per tile: a [64, 16] tile of float64 is 8 KB, the backward's three of them fit L1
 
 
 @njit(inline="always")
@@ -160,20 +163,84 @@ def _ix(i):
     return np.uint64(i)
 
 
+@intrinsic
+def _transpose_copy(typingctx, src, s0, s_step, dst, d0, d_step):
+    """Copy an N x N block transposed, N = 64 bytes of the dtype (16 float32, 8 float64): row k of the block is
+    ``src[s0 + k*s_step : + N]``, and row j of its transpose is stored at ``dst[d0 + j*d_step : + N]``. N vector
+    loads, log2(N) rounds of N two-input shuffles, N vector stores (Numba has no shuffle of its own: the copy
+    element by element, a load and a store each, cost most of a lanes kernel's time). The caller keeps every
+    row in bounds."""
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array) and src.dtype == dst.dtype
+            and src.dtype in (types.float32, types.float64)):
+        return None
+    n = 64 // (src.dtype.bitwidth // 8)
+    sig = types.void(src, s0, s_step, dst, d0, d_step)
+
+    def codegen(context, builder, signature, args):
+        src_ty, s0_ty, ss_ty, dst_ty, d0_ty, ds_ty = signature.args
+        src_v, s0_v, ss_v, dst_v, d0_v, ds_v = args
+        src_data = context.make_array(src_ty)(context, builder, src_v).data
+        dst_data = context.make_array(dst_ty)(context, builder, dst_v).data
+        vec = ir.VectorType(context.get_data_type(src_ty.dtype), n)
+        align = 64 // n
+
+        def row_pointer(data, start, step, k):
+            offset = builder.add(start, builder.mul(step, ir.Constant(ir.IntType(64), k)))
+            return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
+
+        s0_i, ss_i = (context.cast(builder, v, t, types.int64) for v, t in ((s0_v, s0_ty), (ss_v, ss_ty)))
+        d0_i, ds_i = (context.cast(builder, v, t, types.int64) for v, t in ((d0_v, d0_ty), (ds_v, ds_ty)))
+        rows = []
+        for k in range(n):
+            load = builder.load(row_pointer(src_data, s0_i, ss_i, k))
+            load.align = align
+            rows.append(load)
+        bit = 1
+        while bit < n:  # swap bit `bit` of the row index with that of the column index
+            mask_ty = ir.VectorType(ir.IntType(32), n)
+            rows = [builder.shuffle_vector(rows[r & ~bit], rows[r | bit], ir.Constant(mask_ty, [
+                (n if c & bit else 0) + ((c & ~bit) | (r & bit)) for c in range(n)])) for r in range(n)]
+            bit <<= 1
+        for j in range(n):
+            store = builder.store(rows[j], row_pointer(dst_data, d0_i, ds_i, j))
+            store.align = align
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(inline="always")
-def _tile_in(src, base, l0, i0, stride, n, tile, r0):
-    """tile[r0 + i, l] = src at visit i0 + i of lane l0 + l, for i < n."""
+def _block_width(tile):
+    return 16 if tile.itemsize == 4 else 8  # _transpose_copy's N
+
+
+@njit(inline="always")
+def _tile_in(src, base, l0, i0, stride, n, step, tile, flat, r0):
+    """tile[r0 + i, l] = src at visit i0 + i of lane l0 + l, for i < n. ``step`` > 0: the lanes' visits are
+    contiguous (stride 1) and lane l + 1 starts ``step`` after lane l, so whole tiles go by transposed blocks."""
+    if step > 0 and n == TILE:
+        N = _block_width(tile)
+        for c0 in range(0, LANES, N):
+            for j0 in range(0, TILE, N):
+                _transpose_copy(src, base[l0 + c0] + i0 + j0, step, flat, (r0 + j0) * LANES + c0, LANES)
+        return
     for i in range(n):
         o = (i0 + i) * stride
-        for l in range(W):
+        for l in range(LANES):
             tile[_ix(r0 + i), _ix(l)] = src[_ix(base[l0 + l] + o)]
 
 
 @njit(inline="always")
-def _tile_out(tile, base, l0, i0, stride, n, dst):
+def _tile_out(tile, flat, base, l0, i0, stride, n, step, dst):
+    if step > 0 and n == TILE:
+        N = _block_width(tile)
+        for c0 in range(0, LANES, N):
+            for j0 in range(0, TILE, N):
+                _transpose_copy(flat, j0 * LANES + c0, LANES, dst, base[l0 + c0] + i0 + j0, step)
+        return
     # Lane by lane: each lane's visits are one run of stores (contiguous when stride is 1), 2x faster here than
-    # row by row, whose 16 stores each go to another lane's cache line.
-    for l in range(W):
+    # row by row, whose stores each go to another lane's cache line.
+    for l in range(LANES):
         o = base[l0 + l] + i0 * stride
         col = tile[:, l]
         if stride == 1:
@@ -185,10 +252,17 @@ def _tile_out(tile, base, l0, i0, stride, n, dst):
 
 
 @njit(inline="always")
+def _new_tile(rows, dtype):
+    """A [rows, LANES] tile and the same memory as one flat array (``_transpose_copy`` addresses it flat)."""
+    flat = np.empty(rows * LANES, dtype)
+    return flat.reshape((rows, LANES)), flat
+
+
+@njit(inline="always")
 def _maps_rows_with(compose, tile, n, st, zero, tiny):
     """Compose rows 0..n-1 of ``tile`` (pre-activations less b) into the lanes' maps: st rows k, m, lo, hi, u, b."""
     for i in range(n):
-        for l in range(W):
+        for l in range(LANES):
             k, m, lo, hi = compose(st[0, l], st[1, l], st[2, l], st[3, l], st[4, l], tile[i, l] + st[5, l], zero,
                                    tiny)
             st[0, l] = k
@@ -198,25 +272,25 @@ def _maps_rows_with(compose, tile, n, st, zero, tiny):
 
 
 @njit(cache=True, parallel=True)
-def _lanes_forward_maps(x, lu, lb, base, stride, seg, act, mk, mm, mlo, mhi):
+def _lanes_forward_maps(x, lu, lb, base, stride, step, seg, act, mk, mm, mlo, mhi):
     dt = lu.dtype.type
     zero = dt(0)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    for blk in prange(base.shape[0] // W):
-        l0 = blk * W
-        tile = np.empty((TILE, W), lu.dtype)
-        st = np.empty((6, W), lu.dtype)
-        for l in range(W):
+    for blk in prange(base.shape[0] // LANES):
+        l0 = blk * LANES
+        tile, tile_flat = _new_tile(TILE, lu.dtype)
+        st = np.empty((6, LANES), lu.dtype)
+        for l in range(LANES):
             st[0, l], st[1, l], st[2, l], st[3, l] = dt(1), zero, dt(-np.inf), dt(np.inf)
             st[4, l], st[5, l] = lu[l0 + l], lb[l0 + l]
         for i0 in range(0, seg, TILE):
             n = min(TILE, seg - i0)
-            _tile_in(x, base, l0, i0, stride, n, tile, 0)
+            _tile_in(x, base, l0, i0, stride, n, step, tile, tile_flat, 0)
             if act == A.ACT_RELU:
                 _maps_rows_with(_compose_relu_lanes, tile, n, st, zero, tiny)
             else:
                 _maps_rows_with(_compose_identity_lanes, tile, n, st, zero, tiny)
-        for l in range(W):
+        for l in range(LANES):
             mk[l0 + l], mm[l0 + l], mlo[l0 + l], mhi[l0 + l] = st[0, l], st[1, l], st[2, l], st[3, l]
 
 
@@ -224,29 +298,29 @@ def _lanes_forward_maps(x, lu, lb, base, stride, seg, act, mk, mm, mlo, mhi):
 def _run_rows_with(f, tile, n, st, one):
     """h = f(x + u*h + b) down the tile's rows, in place (x in, h out); st rows: h, u, b."""
     for i in range(n):
-        for l in range(W):
+        for l in range(LANES):
             v = f(tile[i, l] + st[1, l] * st[0, l] + st[2, l], one)
             st[0, l] = v
             tile[i, l] = v
 
 
 @njit(cache=True, parallel=True)
-def _lanes_forward_run(x, lu, lb, base, stride, seg, act, state, out):
+def _lanes_forward_run(x, lu, lb, base, stride, step, seg, act, state, out):
     one = lu.dtype.type(1)
-    for blk in prange(base.shape[0] // W):
-        l0 = blk * W
-        tile = np.empty((TILE, W), lu.dtype)
-        st = np.empty((3, W), lu.dtype)
-        for l in range(W):
+    for blk in prange(base.shape[0] // LANES):
+        l0 = blk * LANES
+        tile, tile_flat = _new_tile(TILE, lu.dtype)
+        st = np.empty((3, LANES), lu.dtype)
+        for l in range(LANES):
             st[0, l], st[1, l], st[2, l] = state[l0 + l], lu[l0 + l], lb[l0 + l]
         for i0 in range(0, seg, TILE):
             n = min(TILE, seg - i0)
-            _tile_in(x, base, l0, i0, stride, n, tile, 0)
+            _tile_in(x, base, l0, i0, stride, n, step, tile, tile_flat, 0)
             if act == A.ACT_RELU:
                 _run_rows_with(A.relu, tile, n, st, one)
             else:
                 _run_rows_with(A.identity, tile, n, st, one)
-            _tile_out(tile, base, l0, i0, stride, n, out)
+            _tile_out(tile, tile_flat, base, l0, i0, stride, n, step, out)
 
 
 @njit(inline="always")
@@ -254,43 +328,47 @@ def _backward_maps_rows_with(df, gt, ht, n, st, one, tiny):
     """The carried gradient's affine map through rows n-1..0 (latest visit first): st rows k, m, u."""
     for ii in range(n):
         i = n - 1 - ii
-        for l in range(W):
+        for l in range(LANES):
             d = df(ht[i, l], one)
             st[0, l] = A.flush_subnormal(st[0, l] * d * st[2, l], tiny)
             st[1, l] = (gt[i, l] + st[1, l]) * d * st[2, l]
 
 
 @njit(inline="always")
-def _backward_maps_tiles(df, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny):
+def _backward_maps_tiles(df, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st, one, tiny):
     for t in range((seg + TILE - 1) // TILE):
         i0 = max(seg - (t + 1) * TILE, 0)
         n = seg - t * TILE - i0
-        _tile_in(grad_h, base, l0, i0, stride, n, gt, 0)
-        _tile_in(h, base, l0, i0, stride, n, ht, 0)
+        _tile_in(grad_h, base, l0, i0, stride, n, step, gt, gt_flat, 0)
+        _tile_in(h, base, l0, i0, stride, n, step, ht, ht_flat, 0)
         _backward_maps_rows_with(df, gt, ht, n, st, one, tiny)
 
 
 @njit(cache=True, parallel=True)
-def _lanes_backward_maps(grad_h, h, lu, base, stride, seg, act, ma, mm):
+def _lanes_backward_maps(grad_h, h, lu, base, stride, step, seg, act, ma, mm):
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    for blk in prange(base.shape[0] // W):
-        l0 = blk * W
-        gt = np.empty((TILE, W), lu.dtype)
-        ht = np.empty((TILE, W), lu.dtype)
-        st = np.empty((3, W), lu.dtype)
-        for l in range(W):
+    for blk in prange(base.shape[0] // LANES):
+        l0 = blk * LANES
+        gt, gt_flat = _new_tile(TILE, lu.dtype)
+        ht, ht_flat = _new_tile(TILE, lu.dtype)
+        st = np.empty((3, LANES), lu.dtype)
+        for l in range(LANES):
             st[0, l], st[1, l], st[2, l] = one, dt(0), lu[l0 + l]
         if act == A.ACT_RELU:
-            _backward_maps_tiles(A.relu_derivative, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny)
+            _backward_maps_tiles(A.relu_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st,
+                                 one, tiny)
         elif act == A.ACT_TANH:
-            _backward_maps_tiles(A.tanh_derivative, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny)
+            _backward_maps_tiles(A.tanh_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st,
+                                 one, tiny)
         elif act == A.ACT_SIGMOID:
-            _backward_maps_tiles(A.sigmoid_derivative, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny)
+            _backward_maps_tiles(A.sigmoid_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st,
+                                 one, tiny)
         else:
-            _backward_maps_tiles(A.identity_derivative, grad_h, h, base, l0, stride, seg, gt, ht, st, one, tiny)
-        for l in range(W):
+            _backward_maps_tiles(A.identity_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st,
+                                 one, tiny)
+        for l in range(LANES):
             ma[l0 + l], mm[l0 + l] = st[0, l], st[1, l]
 
 
@@ -300,7 +378,7 @@ def _backward_run_rows_with(df, gt, ht, n, st, acc, one, tiny):
     i the h before it. st rows: carry, u; acc rows: gu, gb partial sums (float64)."""
     for ii in range(n):
         i = n - 1 - ii
-        for l in range(W):
+        for l in range(LANES):
             v = (gt[i, l] + st[0, l]) * df(ht[i + 1, l], one)
             gt[i, l] = v
             acc[0, l] += v * ht[i, l]
@@ -309,47 +387,48 @@ def _backward_run_rows_with(df, gt, ht, n, st, acc, one, tiny):
 
 
 @njit(inline="always")
-def _backward_run_tiles(df, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc, one, tiny):
+def _backward_run_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht, ht_flat, st, acc, one,
+                        tiny):
     for t in range((seg + TILE - 1) // TILE):
         i0 = max(seg - (t + 1) * TILE, 0)
         n = seg - t * TILE - i0
-        _tile_in(grad_h, base, l0, i0, stride, n, gt, 0)
-        _tile_in(h, base, l0, i0, stride, n, ht, 1)
+        _tile_in(grad_h, base, l0, i0, stride, n, step, gt, gt_flat, 0)
+        _tile_in(h, base, l0, i0, stride, n, step, ht, ht_flat, 1)
         if i0 > 0:
-            _tile_in(h, base, l0, i0 - 1, stride, 1, ht, 0)
+            _tile_in(h, base, l0, i0 - 1, stride, 1, 0, ht, ht_flat, 0)
         else:
-            for l in range(W):
+            for l in range(LANES):
                 ht[0, l] = first[l0 + l]
         _backward_run_rows_with(df, gt, ht, n, st, acc, one, tiny)
-        _tile_out(gt, base, l0, i0, stride, n, gx)
+        _tile_out(gt, gt_flat, base, l0, i0, stride, n, step, gx)
 
 
 @njit(cache=True, parallel=True)
-def _lanes_backward_run(grad_h, h, gx, lu, base, stride, seg, act, carry, first, part_u, part_b):
+def _lanes_backward_run(grad_h, h, gx, lu, base, stride, step, seg, act, carry, first, part_u, part_b):
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    for blk in prange(base.shape[0] // W):
-        l0 = blk * W
-        gt = np.empty((TILE, W), lu.dtype)
-        ht = np.empty((TILE + 1, W), lu.dtype)
-        st = np.empty((2, W), lu.dtype)
-        acc = np.zeros((2, W))
-        for l in range(W):
+    for blk in prange(base.shape[0] // LANES):
+        l0 = blk * LANES
+        gt, gt_flat = _new_tile(TILE, lu.dtype)
+        ht, ht_flat = _new_tile(TILE + 1, lu.dtype)
+        st = np.empty((2, LANES), lu.dtype)
+        acc = np.zeros((2, LANES))
+        for l in range(LANES):
             st[0, l], st[1, l] = carry[l0 + l], lu[l0 + l]
         if act == A.ACT_RELU:
-            _backward_run_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc, one,
-                                tiny)
+            _backward_run_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht,
+                                ht_flat, st, acc, one, tiny)
         elif act == A.ACT_TANH:
-            _backward_run_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc, one,
-                                tiny)
+            _backward_run_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht,
+                                ht_flat, st, acc, one, tiny)
         elif act == A.ACT_SIGMOID:
-            _backward_run_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc,
-                                one, tiny)
+            _backward_run_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht,
+                                ht_flat, st, acc, one, tiny)
         else:
-            _backward_run_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, seg, first, gt, ht, st, acc,
-                                one, tiny)
-        for l in range(W):
+            _backward_run_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht,
+                                ht_flat, st, acc, one, tiny)
+        for l in range(LANES):
             part_u[l0 + l], part_b[l0 + l] = acc[0, l], acc[1, l]
 
 
@@ -447,7 +526,7 @@ def lanes_segments(T: int, C: int, groups: int, lane_elements: int, min_segment:
         return 0, 0
     K = max(1, lane_elements // C)
     G = min(groups * K, T // max(min_segment, 1))
-    per_block = W // C
+    per_block = LANES // C
     G = G // per_block * per_block
     if G < per_block or G < 2:
         return 0, 0
@@ -467,19 +546,26 @@ def _lanes(T, B, H, G, seg, reverse, u, b):
     return base.astype(np.int64), stride, np.ascontiguousarray(u[j]), lb
 
 
+def _lane_step(C, seg, reverse):
+    """The tiles' fast path (``_tile_in``'s ``step``): one column read forwards, so each lane's visits are
+    contiguous and lane l + 1 starts ``seg`` after lane l. 0 otherwise (element-by-element copies)."""
+    return seg if C == 1 and not reverse else 0
+
+
 def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
     """The time-parallel forward (relu or identity) over [T, B, H] (time-major, contiguous), C = B*H dividing W."""
     T, B, H = x.shape
     C = B * H
     base, stride, lu, lb = _lanes(T, B, H, G, seg, reverse, u, b)
+    step = _lane_step(C, seg, reverse)
     xf, of = _flat(x), _flat(out)
     n = G * C
     mk, mm, mlo, mhi = (np.empty(n, u.dtype) for _ in range(4))
-    _lanes_forward_maps(xf, lu, lb, base, stride, seg, act, mk, mm, mlo, mhi)
+    _lanes_forward_maps(xf, lu, lb, base, stride, step, seg, act, mk, mm, mlo, mhi)
     state = np.empty(n, u.dtype)
     cur = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1).copy()
     _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C)
-    _lanes_forward_run(xf, lu, lb, base, stride, seg, act, state, of)
+    _lanes_forward_run(xf, lu, lb, base, stride, step, seg, act, state, of)
     # the tail: visits G*seg .. T-1, serially, from the state after the last segment
     f = _FORWARD[act]
     _tail_forward(f, xf, _per_column(u, B), _per_column(b, B), of, cur, G * seg, T, C, bool(reverse))
@@ -512,10 +598,11 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
     T, B, H = h.shape
     C = B * H
     base, stride, lu, _ = _lanes(T, B, H, G, seg, reverse, u, None)
+    step = _lane_step(C, seg, reverse)
     gf, hf, xf = _flat(grad_h), _flat(h), _flat(gx)
     n = G * C
     ma, mm = np.empty(n, u.dtype), np.empty(n, u.dtype)
-    _lanes_backward_maps(gf, hf, lu, base, stride, seg, act, ma, mm)
+    _lanes_backward_maps(gf, hf, lu, base, stride, step, seg, act, ma, mm)
     h0f = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1)
     cur = np.ascontiguousarray(grad_hn, dtype=u.dtype).reshape(-1).copy()
     tail_u, tail_b = np.zeros(C), np.zeros(C)
@@ -530,7 +617,7 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
     if G > 1:
         first[C:] = hf[base[C:] - stride]
     part_u, part_b = np.empty(n), np.empty(n)
-    _lanes_backward_run(gf, hf, xf, lu, base, stride, seg, act, carry, first, part_u, part_b)
+    _lanes_backward_run(gf, hf, xf, lu, base, stride, step, seg, act, carry, first, part_u, part_b)
     _sum_lanes(tail_u, tail_b, part_u, part_b, G, C, B, H, gu, gb)
 
 
