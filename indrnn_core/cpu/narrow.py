@@ -376,14 +376,19 @@ def _lanes_backward_maps(grad_h, h, lu, base, stride, step, seg, act, ma, mm):
 def _backward_run_rows_with(df, gt, ht, n, st, acc, one, tiny):
     """BPTT down rows n-1..0, in place (gt: grad_h in, gx out); ht row i + 1 holds the h of the tile's row i, row
     i the h before it. st rows: carry, u; acc rows: gu, gb partial sums (float64)."""
+    # Two passes over the tile, the sums after the carries: the carry loop then runs in the data type alone (the
+    # float64 sums narrowed its vectors to 4 lanes), and each lane's sums keep their order (bit-identical).
     for ii in range(n):
         i = n - 1 - ii
         for l in range(LANES):
             v = (gt[i, l] + st[0, l]) * df(ht[i + 1, l], one)
             gt[i, l] = v
-            acc[0, l] += v * ht[i, l]
-            acc[1, l] += v
             st[0, l] = A.flush_subnormal(v * st[1, l], tiny)  # (subnormal carries: _activations.flush_subnormal)
+    for ii in range(n):
+        i = n - 1 - ii
+        for l in range(LANES):
+            acc[0, l] += gt[i, l] * ht[i, l]
+            acc[1, l] += gt[i, l]
 
 
 @njit(inline="always")
