@@ -37,7 +37,7 @@ CPU_MIN_SEGMENT = 64  # fewer steps per segment than this: fewer segments (the r
 # The measured rule (python -m benchmarks --config single --only core --time-parallel auto on off --rounds 3; 2-core
 # Xeon shared with other work, BENCHMARKS.md's issue 14 section): the scan reads the data twice, so it wins only
 # while the sequential kernels are bound by one step's latency, i.e. at a few columns. At B x H = 1 it runs
-# ``indrnn_core.cpu.narrow``'s lanes kernels (16 segments in registers): several times faster than the sequential
+# ``indrnn_core.cpu.narrow``'s lanes kernels (64 segments side by side): several times faster than the sequential
 # kernels. At H=16 the sequential kernels themselves hold a row in registers (``narrow``'s rows kernels) and are
 # bound by memory, and at H=256 they split the row across threads: the scan loses there. B x H = 2..8 (lanes
 # kernels too) is not measured yet: the rule stays at the last measured bound.

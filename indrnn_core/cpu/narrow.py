@@ -1,23 +1,25 @@
-"""Kernels for few columns (``C = B*H`` small) and long sequences: each step's state in registers.
+"""Kernels for few columns (``C = B*H`` small) and long sequences: many independent lanes side by side.
 
 The general kernels (``recurrence``, ``scan``) keep a step's state in arrays and loop over H inside each step: with
 a row of 1 or 16 elements, every step pays the loop's set-up and a round trip of the state through memory (measured
 here: ~35 ns a step at H=1), and LLVM's vectorised loop body (32 floats) never runs on a row of 16. These kernels
-work on a block of ``W = 16`` independent *lanes* at once with the 16 states held in scalar variables, so the
-compiler keeps them in registers and vectorises each statement across the lanes (SLP):
+work on blocks of independent *lanes* at once, so the compiler vectorises each step across the lanes:
 
-* ``rows`` (sequential, ``C`` a multiple of 16): a lane is a column; a block is 16 consecutive columns of a row, so
-  each step is one contiguous 64-byte load and store per array. Blocks run in parallel when there are several.
+* ``rows`` (sequential, ``C`` a multiple of 16): a lane is a column; a block is ``W = 16`` consecutive columns of a
+  row, so each step is one contiguous 64-byte load and store per array; the 16 states are scalar variables (kept in
+  registers, vectorised by LLVM's SLP pass), the code generated from the templates below (``W`` copies of each
+  statement) and compiled on first use. Blocks run in parallel when there are several.
 * ``lanes`` (time-parallel, ``C`` in 1, 2, 4, 8): a lane is one column of one segment (``indrnn_core.cpu.scan``'s
-  three phases: each segment's composed map, the boundaries in order, every segment from its start), so one step of
-  a block reads 16 elements a segment apart.
+  three phases: each segment's composed map, the boundaries in order, every segment from its start). A block of
+  ``LANES = 64`` lanes copies ``TILE`` visits at a time into a [TILE, LANES] tile, one lane per column, and runs
+  the step formulas along the tile's rows. Where a lane's visits are contiguous (one column, forwards) the copies
+  move whole 16 x 16 blocks through vector shuffles (``_transpose_copy``, an LLVM intrinsic); otherwise element by
+  element.
 
 Each lane runs the sequential kernels' own step formulas (and, for maps, ``scan``'s composition), so the results
 equal theirs within float rounding, and the work split never depends on the thread count (gu, gb are summed in a
-fixed order). The per-lane code is generated once per activation from the templates below (``W`` copies of each
-statement) and compiled on first use. Only the fast case comes here (``eligible``): time-major contiguous arrays
-(batch-first with B = 1 is the same memory), every sequence of full length; anything else takes the general
-kernels.
+fixed order). Only the fast case comes here (``eligible``): time-major contiguous arrays (batch-first with B = 1 is
+the same memory), every sequence of full length; anything else takes the general kernels.
 """
 
 import math
@@ -145,15 +147,16 @@ def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reve
         part_b[c0 + {w}] = pb{w}
 """
 
-# ---- lanes: the time-parallel phases, 16 (segment, column) lanes per block, through tiles ------------------------
+# ---- lanes: the time-parallel phases, LANES (segment, column) lanes per block, through tiles --------------------
 # Lane l is column l % C of segment l // C; ``base[l]`` is the flat index of its first visit, the next visit is
-# ``stride`` further (-C when reversed). A block copies TILE visits of its W lanes at a time into a [TILE, W] tile
-# (each lane's visits are contiguous or C apart in memory, a lane's column in the tile), runs the step formulas on
-# the tile's rows (one row: the LANES lanes side by side, so the loop over lanes vectorises) and copies results back.
-# The lanes' state lives in one [rows, LANES] array: with one array the vectoriser needs a single overlap check against
-# the tile (separate arrays needed more runtime checks than LLVM makes, and the loop ran scalar).
-LANES = 64  # lanes per block (kept a constant so the loops over a tile's row vectorise with no remainder)
-TILE = 32  # visits per tile: a [64, 16] tile of float64 is 8 KB, the backward's three of them fit L1
+# ``stride`` further (-C when reversed). A block copies TILE visits of its LANES lanes at a time into a
+# [TILE, LANES] tile (a lane's visits are contiguous or C apart in memory; its column in the tile), runs the step
+# formulas down the tile's rows (one row: the lanes side by side, so the loop over lanes vectorises) and copies
+# results back. The lanes' state lives in one [rows, LANES] array: with one array the vectoriser needs a single
+# overlap check against the tile (separate arrays needed more runtime checks than LLVM makes, and the loop ran
+# scalar). 64 lanes, not 16: more independent chains per row (each step's latency hidden).
+LANES = 64  # lanes per block (a constant: the loops over a tile's row vectorise with no remainder)
+TILE = 32  # visits per tile, a multiple of _transpose_copy's 16: a [32, 64] float64 tile is 16 KB (two fit L1)
 
 
 @njit(inline="always")
@@ -525,8 +528,9 @@ def _batch_sum(part, out):
 
 
 def lanes_segments(T: int, C: int, groups: int, lane_elements: int, min_segment: int):
-    """(G segments, seg visits each) for the lanes kernels, or (0, 0) when they do not apply: C must divide W and
-    G*C fill whole blocks of W lanes. G follows ``scan``'s rule (never the thread count)."""
+    """(G segments, seg visits each) for the lanes kernels, or (0, 0) when they do not apply: C must divide W (C = W
+    is the rows kernels' case) and G*C fill whole blocks of LANES lanes. G follows ``scan``'s rule (never the thread
+    count)."""
     if C < 1 or W % C or C == W:  # a whole row per block: the rows kernels' case (sequential is faster there)
         return 0, 0
     K = max(1, lane_elements // C)
