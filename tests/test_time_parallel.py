@@ -204,9 +204,10 @@ NARROW_CASES = {
     "lanes-H1": (203, 1, 1, True),
     "lanes-B2-H1": (151, 2, 1, True),
     "lanes-H8": (99, 1, 8, True),
-    # one column forwards with whole tiles: the lanes' copies go by transposed blocks (``narrow._transpose_copy``);
-    # 512 segments of 78 steps (two whole tiles and a part) and a tail of 64
+    # one column with whole tiles: the lanes' copies go by transposed blocks (``narrow._transpose_copy``); 512
+    # segments of 78 steps (two whole tiles and a part) and a tail of 64; forwards, then reversed (the case's index)
     "lanes-H1-tiles": (40000, 1, 1, True),
+    "lanes-H1-tiles-reverse": (40000, 1, 1, True),
 }
 
 

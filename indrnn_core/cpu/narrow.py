@@ -12,7 +12,7 @@ work on blocks of independent *lanes* at once, so the compiler vectorises each s
 * ``lanes`` (time-parallel, ``C`` in 1, 2, 4, 8): a lane is one column of one segment (``indrnn_core.cpu.scan``'s
   three phases: each segment's composed map, the boundaries in order, every segment from its start). A block of
   ``LANES = 64`` lanes copies ``TILE`` visits at a time into a [TILE, LANES] tile, one lane per column, and runs
-  the step formulas along the tile's rows. Where a lane's visits are contiguous (one column, forwards) the copies
+  the step formulas along the tile's rows. Where a lane's visits are contiguous (one column) the copies
   move whole 16 x 16 blocks through vector shuffles (``_transpose_copy``, an LLVM intrinsic); otherwise element by
   element.
 
@@ -219,13 +219,18 @@ def _block_width(tile):
 
 @njit(inline="always")
 def _tile_in(src, base, l0, i0, stride, n, step, tile, flat, r0):
-    """tile[r0 + i, l] = src at visit i0 + i of lane l0 + l, for i < n. ``step`` > 0: the lanes' visits are
-    contiguous (stride 1) and lane l + 1 starts ``step`` after lane l, so whole tiles go by transposed blocks."""
-    if step > 0 and n == TILE:
+    """tile[r0 + i, l] = src at visit i0 + i of lane l0 + l, for i < n. ``step`` != 0: the lanes' visits are
+    contiguous (stride 1, or -1 reversed) and lane l + 1 starts ``step`` after lane l, so whole tiles go by
+    transposed blocks."""
+    if step != 0 and n == TILE:
         N = _block_width(tile)
         for c0 in range(0, LANES, N):
             for j0 in range(0, TILE, N):
-                _transpose_copy(src, base[l0 + c0] + i0 + j0, step, flat, (r0 + j0) * LANES + c0, LANES)
+                if stride > 0:
+                    _transpose_copy(src, base[l0 + c0] + i0 + j0, step, flat, (r0 + j0) * LANES + c0, LANES)
+                else:  # visits descend in memory: the block's first row holds its last visit
+                    _transpose_copy(src, base[l0 + c0] - (i0 + j0 + N - 1), step, flat,
+                                    (r0 + j0 + N - 1) * LANES + c0, -LANES)
         return
     for i in range(n):
         o = (i0 + i) * stride
@@ -235,11 +240,15 @@ def _tile_in(src, base, l0, i0, stride, n, step, tile, flat, r0):
 
 @njit(inline="always")
 def _tile_out(tile, flat, base, l0, i0, stride, n, step, dst):
-    if step > 0 and n == TILE:
+    if step != 0 and n == TILE:
         N = _block_width(tile)
         for c0 in range(0, LANES, N):
             for j0 in range(0, TILE, N):
-                _transpose_copy(flat, j0 * LANES + c0, LANES, dst, base[l0 + c0] + i0 + j0, step)
+                if stride > 0:
+                    _transpose_copy(flat, j0 * LANES + c0, LANES, dst, base[l0 + c0] + i0 + j0, step)
+                else:
+                    _transpose_copy(flat, (j0 + N - 1) * LANES + c0, -LANES, dst, base[l0 + c0] - (i0 + j0 + N - 1),
+                                    step)
         return
     # Lane by lane: each lane's visits are one run of stores (contiguous when stride is 1), 2x faster here than
     # row by row, whose stores each go to another lane's cache line.
@@ -556,9 +565,9 @@ def _lanes(T, B, H, G, seg, reverse, u, b):
 
 
 def _lane_step(C, seg, reverse):
-    """The tiles' fast path (``_tile_in``'s ``step``): one column read forwards, so each lane's visits are
-    contiguous and lane l + 1 starts ``seg`` after lane l. 0 otherwise (element-by-element copies)."""
-    return seg if C == 1 and not reverse else 0
+    """The tiles' fast path (``_tile_in``'s ``step``): with one column each lane's visits are contiguous and lane
+    l + 1 starts ``seg`` after lane l (``seg`` before it, reversed). 0 otherwise (element-by-element copies)."""
+    return 0 if C != 1 else (-seg if reverse else seg)
 
 
 def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
