@@ -501,6 +501,8 @@ def rows_applies(C: int) -> bool:
 
 
 def _per_column(v, B):
+    if B == 1:  # (the single-sequence case; broadcast_to + copy cost ~30 us a call)
+        return np.ascontiguousarray(v)
     return np.ascontiguousarray(np.broadcast_to(v, (B, v.shape[0]))).reshape(-1)
 
 
@@ -552,16 +554,24 @@ def lanes_segments(T: int, C: int, groups: int, lane_elements: int, min_segment:
 
 
 def _lanes(T, B, H, G, seg, reverse, u, b):
+    """Each lane's first visit (flat index), the stride between visits, each lane's u and b (None without b)."""
     C = B * H
-    lane = np.arange(G * C)
-    g, c = lane // C, lane % C
-    if reverse:
-        base, stride = (T - 1 - g * seg) * C + c, -C
-    else:
-        base, stride = g * seg * C + c, C
-    j = c % H
-    lb = None if b is None else np.ascontiguousarray(b[j])
-    return base.astype(np.int64), stride, np.ascontiguousarray(u[j]), lb
+    base, lu, lb = _lane_arrays(T, C, H, G, seg, bool(reverse), u, u if b is None else b)
+    return base, (-C if reverse else C), lu, None if b is None else lb
+
+
+@njit(cache=True)
+def _lane_arrays(T, C, H, G, seg, reverse, u, b):
+    n = G * C
+    base = np.empty(n, np.int64)
+    lu = np.empty(n, u.dtype)
+    lb = np.empty(n, u.dtype)
+    for lane in range(n):
+        g, c = lane // C, lane % C
+        base[lane] = ((T - 1 - g * seg) if reverse else g * seg) * C + c
+        lu[lane] = u[c % H]
+        lb[lane] = b[c % H]
+    return base, lu, lb
 
 
 def _lane_step(C, seg, reverse):
@@ -585,8 +595,7 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
     _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C)
     _lanes_forward_run(xf, lu, lb, base, stride, step, seg, act, state, of)
     # the tail: visits G*seg .. T-1, serially, from the state after the last segment
-    f = _FORWARD[act]
-    _tail_forward(f, xf, _per_column(u, B), _per_column(b, B), of, cur, G * seg, T, C, bool(reverse))
+    _tail_forward(act, xf, _per_column(u, B), _per_column(b, B), of, cur, G * seg, T, C, bool(reverse))
     if final is not None:
         final[...] = cur.reshape(B, H)
 
@@ -600,13 +609,13 @@ def _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C):
             cur[c] = _apply_map(mk[l], mm[l], mlo[l], mhi[l], cur[c])
 
 
-@njit
-def _tail_forward(f, x, u, b, out, cur, s0, T, C, reverse):
+@njit(cache=True)
+def _tail_forward(act, x, u, b, out, cur, s0, T, C, reverse):
     one = u.dtype.type(1)
     for s in range(s0, T):
         t = T - 1 - s if reverse else s
         for c in range(C):
-            v = f(x[t * C + c] + u[c] * cur[c] + b[c], one)
+            v = A.activate(x[t * C + c] + u[c] * cur[c] + b[c], act, one)
             cur[c] = v
             out[t * C + c] = v
 
@@ -624,8 +633,7 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
     h0f = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1)
     cur = np.ascontiguousarray(grad_hn, dtype=u.dtype).reshape(-1).copy()
     tail_u, tail_b = np.zeros(C), np.zeros(C)
-    _tail_backward(_DERIVATIVE[act], gf, hf, _per_column(u, B), h0f, xf, cur, tail_u, tail_b, G * seg, T, C,
-                   bool(reverse))
+    _tail_backward(act, gf, hf, _per_column(u, B), h0f, xf, cur, tail_u, tail_b, G * seg, T, C, bool(reverse))
     carry = np.empty(n, u.dtype)
     _boundaries_backward(ma, mm, carry, cur, G, C)
     gh0[...] = cur.reshape(B, H)
@@ -648,15 +656,15 @@ def _boundaries_backward(ma, mm, carry, cur, G, C):
             cur[c] = ma[l] * cur[c] + mm[l]
 
 
-@njit
-def _tail_backward(df, grad_h, h, u, h0, gx, cur, tail_u, tail_b, s_lo, T, C, reverse):
+@njit(cache=True)
+def _tail_backward(act, grad_h, h, u, h0, gx, cur, tail_u, tail_b, s_lo, T, C, reverse):
     one = u.dtype.type(1)
     tiny = u.dtype.type(np.finfo(u.dtype).tiny)
     for s in range(T - 1, s_lo - 1, -1):
         t = T - 1 - s if reverse else s
         tp = T - s if reverse else s - 1
         for c in range(C):
-            v = (grad_h[t * C + c] + cur[c]) * df(h[t * C + c], one)
+            v = (grad_h[t * C + c] + cur[c]) * A.derivative_from_output(h[t * C + c], act, one)
             gx[t * C + c] = v
             prev = h0[c] if s == 0 else h[tp * C + c]
             tail_u[c] += v * prev
