@@ -369,17 +369,17 @@ def _lanes_backward_maps(grad_h, h, lu, base, stride, step, seg, act, ma, mm):
         for l in range(LANES):
             st[0, l], st[1, l], st[2, l] = one, dt(0), lu[l0 + l]
         if act == A.ACT_RELU:
-            _backward_maps_tiles(A.relu_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st,
-                                 one, tiny)
+            _backward_maps_tiles(A.relu_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht,
+                                 ht_flat, st, one, tiny)
         elif act == A.ACT_TANH:
-            _backward_maps_tiles(A.tanh_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st,
-                                 one, tiny)
+            _backward_maps_tiles(A.tanh_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht,
+                                 ht_flat, st, one, tiny)
         elif act == A.ACT_SIGMOID:
-            _backward_maps_tiles(A.sigmoid_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st,
-                                 one, tiny)
+            _backward_maps_tiles(A.sigmoid_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht,
+                                 ht_flat, st, one, tiny)
         else:
-            _backward_maps_tiles(A.identity_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st,
-                                 one, tiny)
+            _backward_maps_tiles(A.identity_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht,
+                                 ht_flat, st, one, tiny)
         for l in range(LANES):
             ma[l0 + l], mm[l0 + l] = st[0, l], st[1, l]
 
@@ -434,17 +434,17 @@ def _lanes_backward_run(grad_h, h, gx, lu, base, stride, step, seg, act, carry, 
         for l in range(LANES):
             st[0, l], st[1, l] = carry[l0 + l], lu[l0 + l]
         if act == A.ACT_RELU:
-            _backward_run_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht,
-                                ht_flat, st, acc, one, tiny)
+            _backward_run_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
+                                ht, ht_flat, st, acc, one, tiny)
         elif act == A.ACT_TANH:
-            _backward_run_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht,
-                                ht_flat, st, acc, one, tiny)
+            _backward_run_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
+                                ht, ht_flat, st, acc, one, tiny)
         elif act == A.ACT_SIGMOID:
-            _backward_run_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht,
-                                ht_flat, st, acc, one, tiny)
+            _backward_run_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
+                                ht, ht_flat, st, acc, one, tiny)
         else:
-            _backward_run_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht,
-                                ht_flat, st, acc, one, tiny)
+            _backward_run_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
+                                ht, ht_flat, st, acc, one, tiny)
         for l in range(LANES):
             part_u[l0 + l], part_b[l0 + l] = acc[0, l], acc[1, l]
 
