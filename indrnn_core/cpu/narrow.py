@@ -25,11 +25,10 @@ the same memory), every sequence of full length; anything else takes the general
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core.extending import intrinsic
+from numba import njit, prange
 
 from .. import _activations as A
+from ._llvm import transpose_copy as _transpose_copy
 from .scan import _apply_map
 
 W = 16  # lanes per block: one AVX-512 register of float32, two of AVX2
@@ -164,52 +163,6 @@ def _ix(i):
     """An index known to be in range, as unsigned: Numba then omits its negative-index wraparound (a shift, an and
     and an add per element, which kept the tile copies scalar)."""
     return np.uint64(i)
-
-
-@intrinsic
-def _transpose_copy(typingctx, src, s0, s_step, dst, d0, d_step):
-    """Copy an N x N block transposed, N = 64 bytes of the dtype (16 float32, 8 float64): row k of the block is
-    ``src[s0 + k*s_step : + N]``, and row j of its transpose is stored at ``dst[d0 + j*d_step : + N]``. N vector
-    loads, log2(N) rounds of N two-input shuffles, N vector stores (Numba has no shuffle of its own: the copy
-    element by element, a load and a store each, cost most of a lanes kernel's time). The caller keeps every
-    row in bounds."""
-    if not (isinstance(src, types.Array) and isinstance(dst, types.Array) and src.dtype == dst.dtype
-            and src.dtype in (types.float32, types.float64)):
-        return None
-    n = 64 // (src.dtype.bitwidth // 8)
-    sig = types.void(src, s0, s_step, dst, d0, d_step)
-
-    def codegen(context, builder, signature, args):
-        src_ty, s0_ty, ss_ty, dst_ty, d0_ty, ds_ty = signature.args
-        src_v, s0_v, ss_v, dst_v, d0_v, ds_v = args
-        src_data = context.make_array(src_ty)(context, builder, src_v).data
-        dst_data = context.make_array(dst_ty)(context, builder, dst_v).data
-        vec = ir.VectorType(context.get_data_type(src_ty.dtype), n)
-        align = 64 // n
-
-        def row_pointer(data, start, step, k):
-            offset = builder.add(start, builder.mul(step, ir.Constant(ir.IntType(64), k)))
-            return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
-
-        s0_i, ss_i = (context.cast(builder, v, t, types.int64) for v, t in ((s0_v, s0_ty), (ss_v, ss_ty)))
-        d0_i, ds_i = (context.cast(builder, v, t, types.int64) for v, t in ((d0_v, d0_ty), (ds_v, ds_ty)))
-        rows = []
-        for k in range(n):
-            load = builder.load(row_pointer(src_data, s0_i, ss_i, k))
-            load.align = align
-            rows.append(load)
-        bit = 1
-        while bit < n:  # swap bit `bit` of the row index with that of the column index
-            mask_ty = ir.VectorType(ir.IntType(32), n)
-            rows = [builder.shuffle_vector(rows[r & ~bit], rows[r | bit], ir.Constant(mask_ty, [
-                (n if c & bit else 0) + ((c & ~bit) | (r & bit)) for c in range(n)])) for r in range(n)]
-            bit <<= 1
-        for j in range(n):
-            store = builder.store(rows[j], row_pointer(dst_data, d0_i, ds_i, j))
-            store.align = align
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @njit(inline="always")

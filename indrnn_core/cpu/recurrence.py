@@ -25,6 +25,7 @@ from numba import njit, prange
 
 from .. import _activations as A
 from . import narrow
+from ._llvm import prefetch_read, prefetch_write
 from ._types import kernel_inputs, launch_backward, launch_forward
 
 
@@ -220,6 +221,30 @@ def _backward_row_from(act, at, grad_h, tg, ng, h, gx, t, n, prev, at_prev, t_pr
                            block, j0, j1, one, tiny)
 
 
+# The backward walks time downwards, and each visit's rows of grad_h, h and gx are fresh lines from memory. Where a
+# work item holds one sequence's row (B = 1 split by columns, or batch-first, where a sequence is one [T, H] slab),
+# the kernel asks for the rows PREFETCH_STEPS visits ahead itself (``_llvm.prefetch_*``, one hint per line): the
+# hardware prefetchers, seeing runs that go up within a row while the rows go down, fetched too little ahead.
+# Measured (2026-11-27, this project's 2-core Xeon, 2 threads, float32, median time against the kernel without
+# hints, alternating in one process, three runs each): 16 steps ahead, T=784, B=64, H=128 batch-first 0.71-0.89x
+# and T=10^5, B=1, H=256 0.83-0.96x; 32 steps 0.71-0.82x and 0.86-1.03x; 64 steps 0.81x and 0.99x. Time-major
+# slabs of several sequences are long ascending runs: no hints there (T=2*10^4, B=4, H=256: 1.01x with none).
+PREFETCH_STEPS = 16
+
+
+@njit(inline="always")
+def _prefetch_rows(at, grad_h, constant_grad, h, gx, t, n, j0, j1):
+    """Ask the caches for row (t, n), units j0..j1-1, of grad_h and h (to read) and gx (to write): one hint per
+    64-byte line."""
+    line = 64 // h.itemsize
+    for jj in range(0, j1 - j0, line):
+        j = j0 + jj
+        if not constant_grad:
+            prefetch_read(grad_h, at(t, n, j))
+        prefetch_read(h, at(t, n, j))
+        prefetch_write(gx, at(t, n, j))
+
+
 @njit(inline="always")
 def _backward_rows(at, grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
                    block_part, lo, hi, j0, j1):
@@ -233,6 +258,7 @@ def _backward_rows(at, grad_h, h, u, h0, lengths, reverse, act, batch_first, gra
     tiny = u.dtype.type(np.finfo(u.dtype).tiny)
     constant_grad = grad_h.shape[0] * grad_h.shape[1] == 1  # a [1, 1, H] row: the same dL/dh at every step
     j0 = max(j0, 0)
+    prefetch = batch_first or hi - lo == 1  # (time-major slabs of several sequences: the prefetchers keep up)
     for n in range(lo, hi):
         for jj in range(j1 - j0):
             j = j0 + jj
@@ -252,6 +278,10 @@ def _backward_rows(at, grad_h, h, u, h0, lengths, reverse, act, batch_first, gra
         else:
             t = length - 1 - s if reverse else s
             tg, ng = (0, 0) if constant_grad else (t, n)
+            if prefetch:
+                t_ahead = t + PREFETCH_STEPS if reverse else t - PREFETCH_STEPS  # this sequence's visit s - 16
+                if 0 <= t_ahead < length:
+                    _prefetch_rows(at, grad_h, constant_grad, h, gx, t_ahead, n, j0, j1)
             if s == 0:
                 _backward_row_from(act, at, grad_h, tg, ng, h, gx, t, n, h0, _at_state, t, u, carry, block_part,
                                    j0, j1, one, tiny)
