@@ -226,9 +226,10 @@ def _backward_row_from(act, at, grad_h, tg, ng, h, gx, t, n, prev, at_prev, t_pr
 # the kernel asks for the rows PREFETCH_STEPS visits ahead itself (``_llvm.prefetch_*``, one hint per line): the
 # hardware prefetchers, seeing runs that go up within a row while the rows go down, fetched too little ahead.
 # Measured (2026-11-27, this project's 2-core Xeon, 2 threads, float32, median time against the kernel without
-# hints, alternating in one process, three runs each): 16 steps ahead, T=784, B=64, H=128 batch-first 0.71-0.89x
-# and T=10^5, B=1, H=256 0.83-0.96x; 32 steps 0.71-0.82x and 0.86-1.03x; 64 steps 0.81x and 0.99x. Time-major
-# slabs of several sequences are long ascending runs: no hints there (T=2*10^4, B=4, H=256: 1.01x with none).
+# hints, alternating in one process): T=10^5, B=1, H=256 0.83-0.96x in three runs at 08:55-09:05 UTC and
+# 0.87-1.04x in three at 09:55-10:08; T=784, B=64, H=128 batch-first 0.71-0.89x in the first three, 0.94-1.08x in
+# the later three (the machine's memory was busier in the first). 32 and 64 steps ahead did no better than 16, 8 no
+# worse. Time-major slabs of several sequences are long ascending runs: no hints there.
 PREFETCH_STEPS = 16
 
 
