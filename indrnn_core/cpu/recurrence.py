@@ -228,8 +228,8 @@ def _backward_row_from(act, at, grad_h, tg, ng, h, gx, t, n, prev, at_prev, t_pr
 # Measured (2026-11-27, this project's 2-core Xeon, 2 threads, float32, median time against the kernel without
 # hints, alternating in one process): T=10^5, B=1, H=256 0.83-0.96x in three runs at 08:55-09:05 UTC and
 # 0.87-1.04x in three at 09:55-10:08; T=784, B=64, H=128 batch-first 0.71-0.89x in the first three, 0.94-1.08x in
-# the later three (the machine's memory was busier in the first). 32 and 64 steps ahead did no better than 16, 8 no
-# worse. Time-major slabs of several sequences are long ascending runs: no hints there.
+# the later three: the gain moves with the machine's state. 32 and 64 steps ahead did no better than 16, 8 no worse.
+# Time-major slabs of several sequences are long ascending runs: no hints there.
 PREFETCH_STEPS = 16
 
 
