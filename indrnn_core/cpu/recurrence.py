@@ -280,7 +280,7 @@ def _backward_rows(at, grad_h, h, u, h0, lengths, reverse, act, batch_first, gra
             t = length - 1 - s if reverse else s
             tg, ng = (0, 0) if constant_grad else (t, n)
             if prefetch:
-                t_ahead = t + PREFETCH_STEPS if reverse else t - PREFETCH_STEPS  # the row visited PREFETCH_STEPS visits later
+                t_ahead = t + PREFETCH_STEPS if reverse else t - PREFETCH_STEPS  # visited that many visits later
                 if 0 <= t_ahead < length:
                     _prefetch_rows(at, grad_h, constant_grad, h, gx, t_ahead, n, j0, j1)
             if s == 0:
