@@ -534,6 +534,8 @@ def _ops_fwdbwd(T, B, H, device, tdt):
     """fwd+bwd of the custom ops called directly (torch allocates the outputs): data in ``tdt``, u and b float32."""
     import torch
 
+    import indrnn_core.adapters.torch  # noqa: F401  (registers torch.ops.indrnn)
+
     g = torch.Generator(device=device).manual_seed(0)
     x, grad = (torch.randn(T, B, H, device=device, generator=g).to(tdt) for _ in range(2))
     u, b = torch.rand(H, device=device, generator=g), torch.randn(H, device=device, generator=g) * 0.1

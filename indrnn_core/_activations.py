@@ -15,7 +15,9 @@ ACTIVATION_CODES = {"relu": ACT_RELU, "tanh": ACT_TANH, "sigmoid": ACT_SIGMOID, 
 
 @njit(inline="always")
 def relu(v, one):
-    return v * 0 if v < 0 else v  # `v < 0` is False for NaN, so NaN propagates
+    # `v < 0` is False for NaN, so NaN propagates. `one - one`, not the literal 0: float32 times an integer literal
+    # is float64 in Numba, which made every float32 chain (CPU and CUDA) run in float64 with conversions.
+    return v * (one - one) if v < 0 else v
 
 
 @njit(inline="always")
@@ -86,4 +88,4 @@ def flush_subnormal(v, tiny):
     them (TensorFlow's and XLA's threads do; torch's and NumPy's callers do not): a backward at T=784, B=64, H=128
     took 79 ms against 12 ms flushed (one thread). Its contribution there is below any rounding of the sums it
     feeds."""
-    return v * 0 if abs(v) < tiny else v
+    return v * (tiny - tiny) if abs(v) < tiny else v  # tiny - tiny: 0 in v's dtype (see relu)
