@@ -46,10 +46,12 @@ CPU_MIN_STEPS = 4096  # T at least
 
 # ---- CUDA (indrnn_core.cuda.scan) --------------------------------------------------------------------------------
 CUDA_SEGMENT = 256  # steps per segment: one thread per (segment, column)
-# Not measured on a GPU yet (the CUDA kernels have run in Numba's simulator only): until a GPU run of
-# ``python -m benchmarks --device cuda --config single wide --time-parallel on off`` sets these numbers, the
-# automatic rule keeps the sequential CUDA kernels; ``time_parallel=True`` runs the scan. Expected shape of the rule:
-# B * H below what fills the GPU (an H100 runs ~2.7e5 threads at once) and T in the thousands.
+# Measured at one shape so far (H200, 2026-11-27, python -m benchmarks.cuda_variants; BENCHMARKS.md): at T=10^5,
+# B=1, H=256 the scan took 0.94 ms fwd+bwd (segments of 256; 64-1024 were slower), 9.0x faster than the block-tiled
+# sequential kernels and 20x the column kernels. One shape does not place a rule, and the automatic choice reads
+# max|u| on the host (a synchronisation, and no CUDA-graph capture), so it stays off until a GPU run of
+# ``python -m benchmarks --device cuda --config single wide --time-parallel on off`` maps where it wins;
+# ``time_parallel=True`` runs the scan.
 CUDA_MAX_COLUMNS = 0  # B * H at most
 CUDA_MIN_STEPS = 2048  # T at least
 

@@ -10,13 +10,13 @@ tiny (``recurrence.tiled_geometry``), so the cases' lengths cross several tiles 
 import numpy as np
 import pytest
 
-CASES = {  # T, B, H, lengths, reverse, batch_first, activation
-    "plain": (13, 2, 3, None, False, False, "relu"),
-    "lengths": (19, 3, 2, [19, 6, 0], False, False, "tanh"),
-    "lengths-reverse": (17, 3, 2, [17, 9, 1], True, False, "relu"),
-    "batch-first": (11, 2, 3, [11, 4], False, True, "sigmoid"),
-    "batch-first-reverse": (9, 2, 3, None, True, True, "identity"),
-    "columns-past-a-block": (7, 3, 3, [7, 5, 2], False, False, "relu"),  # 9 columns: 3 blocks of 4 lanes
+CASES = {  # T, B, H, lengths, reverse, batch_first, activation (simulator tiles: 16 visits forward, 8 backward)
+    "plain": (37, 2, 3, None, False, False, "relu"),
+    "lengths": (35, 3, 2, [35, 16, 0], False, False, "tanh"),
+    "lengths-reverse": (33, 3, 2, [33, 17, 1], True, False, "relu"),
+    "batch-first": (19, 2, 3, [19, 8], False, True, "sigmoid"),
+    "batch-first-reverse": (17, 2, 3, None, True, True, "identity"),
+    "columns-past-a-block": (9, 3, 7, [9, 5, 2], False, False, "relu"),  # 21 columns: 3 blocks of 8 lanes
 }
 
 

@@ -214,14 +214,18 @@ def _recurrence_kernels(to_math, to_storage):
 # The step formulas are the column kernels', in the same order, so results are bit-identical to theirs.
 TILE_SHARED_BYTES = 32 * 1024  # per block (of the 48 KB a block may use statically): 7 blocks fit an SM
 CHAIN_UNROLL = 8  # the chain reads this many visits from shared memory ahead of its dependent steps
+# Under the simulator (see tiled_geometry): each block's threads are Python threads that the simulator polls, so
+# its time grows with the blocks and barriers; 8 lanes and 16/8-visit tiles took half the time of 4 and 8/4 at
+# T=63, B*H=300, and short test sequences still cross tiles.
+SIMULATOR_TILED_GEOMETRY = (8, 2, 16, 8)
 
 
 def tiled_geometry(itemsize):
     """(lanes, loaders, forward tile, backward tile) for math values of ``itemsize`` bytes. A tile is the visits
     per column held in one buffer; each loader thread loads tile / loaders of them per array. Under the simulator
-    the blocks are tiny (4 lanes, 2 loaders, 8- and 4-visit tiles) so short test sequences span several tiles."""
+    the blocks are tiny (``SIMULATOR_TILED_GEOMETRY``) so short test sequences span several tiles."""
     if _launch.SIMULATOR:
-        return 4, 2, 8, 4
+        return SIMULATOR_TILED_GEOMETRY
     lanes, loaders = 32, 8
     forward_tile = TILE_SHARED_BYTES // (2 * lanes * itemsize)  # two buffers of x/h
     backward_tile = TILE_SHARED_BYTES // (4 * lanes * itemsize)  # two buffers each of grad_h/gx and h_prev
