@@ -240,7 +240,7 @@ def _tiled_kernels(to_math, to_storage, lanes, loaders, forward_tile, backward_t
     backward_per_loader = backward_tile // loaders
 
     @cuda.jit(device=True, inline=True)
-    def column(B, H, batch_first, lengths, has_lengths, T):
+    def column(B, H, lengths, has_lengths, T):
         """(active, n, j, length, group, lane) of this thread; inactive lanes (past B*H) read column 0, write
         nothing, and have no visits."""
         tid = cuda.threadIdx.x
@@ -256,7 +256,7 @@ def _tiled_kernels(to_math, to_storage, lanes, loaders, forward_tile, backward_t
                        final, has_final):
         B, H = x.shape[0] if batch_first else x.shape[1], u.shape[0]
         T = x.shape[1] if batch_first else x.shape[0]
-        active, n, j, length, group, lane = column(B, H, batch_first, lengths, has_lengths, T)
+        active, n, j, length, group, lane = column(B, H, lengths, has_lengths, T)
         zero = u.dtype.type(0)
         one = u.dtype.type(1)
         buf = cuda.shared.array((2, forward_tile, lanes), u.dtype)
@@ -319,7 +319,7 @@ def _tiled_kernels(to_math, to_storage, lanes, loaders, forward_tile, backward_t
                         has_grad_hn, gx, part, gh0):
         B, H = gh0.shape[0], u.shape[0]
         T = h.shape[1] if batch_first else h.shape[0]
-        active, n, j, length, group, lane = column(B, H, batch_first, lengths, has_lengths, T)
+        active, n, j, length, group, lane = column(B, H, lengths, has_lengths, T)
         zero = u.dtype.type(0)
         one = u.dtype.type(1)
         # Backward visit v is forward visit s = length-1-v; it needs grad_h at s and h at s-1 (h0 at s = 0).
