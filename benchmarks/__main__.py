@@ -310,7 +310,7 @@ def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", nargs="+", default=["default"], metavar="NAME",
-                   help="named configs or groups (see --list); default: mnist long")
+                   help="named configs or groups (see --list), or T,B,H; default: mnist long")
     _common(p, repeats=20)
     p.add_argument("--json", type=Path, metavar="PATH", help="write the results document here")
     p.add_argument("--check-targets", action="store_true", help="exit with status 1 if a target is missed")

@@ -1,20 +1,25 @@
-"""The sequential CPU kernels of an earlier git revision against the working tree's, alternating in one process
-(``benchmarks.harness.alternate``), fwd+bwd on the named configs; also whether the outputs are bit-identical.
+"""The CPU kernels of an earlier git revision against the working tree's, alternating in one process
+(``benchmarks.harness.alternate``), fwd+bwd through the public ``forward``/``backward`` on the named configs (or
+``T,B,H`` shapes); also whether the outputs are bit-identical.
 
     python -m benchmarks.compare_revisions 79283ac mnist long tiny
+    python -m benchmarks.compare_revisions 5d65e50 seq1 1000000,1,2 --time-parallel on
 
-The earlier ``indrnn_core/cpu/recurrence.py`` is taken with ``git show REV:...`` into a temporary folder and imported
-as a module of its own (its relative import rewritten), so both versions' ``forward_into``/``backward_into`` run
-on the same arrays.
+The earlier ``indrnn_core`` package is taken with ``git archive REV indrnn_core`` into a temporary folder and
+imported under another name (``indrnn_core_REV``: the kernels import each other relatively), so both versions run
+on the same arrays. ``--time-parallel`` is passed to both (``off``, the default: the sequential kernels).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -22,19 +27,22 @@ import numpy as np
 
 from . import harness
 from .configs import resolve
-from .core_bench import REPO_ROOT, make_inputs
+from .core_bench import REPO_ROOT, TIME_PARALLEL, make_inputs
 
 
-def _old_recurrence(rev: str):
-    src = subprocess.run(["git", "show", f"{rev}:indrnn_core/cpu/recurrence.py"], cwd=REPO_ROOT, check=True,
-                         capture_output=True, text=True).stdout
-    src = src.replace("from .. import _activations as A", "from indrnn_core import _activations as A")
-    src = src.replace("from . import narrow", "from indrnn_core.cpu import narrow")
-    src = src.replace("from ._types import", "from indrnn_core.cpu._types import")
-    path = Path(tempfile.mkdtemp()) / f"recurrence_{rev}.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
+def old_package(rev: str):
+    """``indrnn_core`` as of git revision ``rev``, imported as a package of its own."""
+    archive = subprocess.run(["git", "archive", rev, "indrnn_core"], cwd=REPO_ROOT, check=True,
+                             capture_output=True).stdout
+    folder = Path(tempfile.mkdtemp())
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    name = "indrnn_core_" + re.sub(r"\W", "_", rev)
+    (folder / "indrnn_core").rename(folder / name)
+    spec = importlib.util.spec_from_file_location(name, folder / name / "__init__.py",
+                                                  submodule_search_locations=[str(folder / name)])
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -44,16 +52,17 @@ def main(argv=None) -> int:
     p.add_argument("rev")
     p.add_argument("config", nargs="+")
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--time-parallel", choices=list(TIME_PARALLEL), default="off",
+                   help="forward/backward's time_parallel for both versions (default: off, the sequential kernels)")
     args = p.parse_args(argv)
-    from indrnn_core import _activations as A
-    from indrnn_core.cpu import recurrence as new
+    import indrnn_core as new
 
-    old = _old_recurrence(args.rev)
-    print(f"load average {os.getloadavg()}; {args.rev} against the working tree")
+    old = old_package(args.rev)
+    time_parallel = TIME_PARALLEL[args.time_parallel]
+    print(f"load average {os.getloadavg()}; {args.rev} against the working tree, time_parallel={time_parallel}")
     for shape in resolve(args.config):
         inp = make_inputs(shape, "float32")
         x, u, b, h0, g = (inp[k] for k in ("x", "u", "b", "h0", "grad_h"))
-        lengths = np.full(shape.B, shape.T, np.int64)
         outs = {}
 
         def fwdbwd(module, key):
@@ -61,12 +70,12 @@ def main(argv=None) -> int:
                              np.empty_like(h0))
 
             def run():
-                module.forward_into(x, u, b, h0, lengths, False, A.ACT_RELU, False, o[0])
-                module.backward_into(g, o[0], u, h0, lengths, False, A.ACT_RELU, False, None, *o[1:])
+                module.forward(x, u, b, h0, out=o[0], time_parallel=time_parallel)
+                module.backward(g, o[0], u, h0, out=o[1:], time_parallel=time_parallel)
             return run
 
         t = harness.alternate({"old": fwdbwd(old, "old"), "new": fwdbwd(new, "new")}, args.repeats, max_seconds=60)
-        same = all(np.array_equal(a, c) for a, c in zip(outs["old"], outs["new"]))
+        same = all(np.array_equal(a, c, equal_nan=True) for a, c in zip(outs["old"], outs["new"]))
         print(f"{shape.name} T={shape.T} B={shape.B} H={shape.H}: {args.rev} {t['old']['median_ms']:.2f} ms, "
               f"now {t['new']['median_ms']:.2f} ms, now/{args.rev} {harness.paired_ratio(t['new'], t['old']):.3f} "
               f"(median of {t['new']['repeats']} paired rounds), bit-identical={same}")

@@ -67,17 +67,27 @@ GPU_SCAN_SPEEDUP_CONFIG = "seq256"
 GPU_SCAN_SPEEDUP = 30.0
 
 
+def literal(name: str) -> Shape | None:
+    """``"T,B,H"`` (three positive integers) as an unnamed shape; None for anything else."""
+    parts = name.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        return None
+    return Shape(name, *(int(p) for p in parts), "given as T,B,H")
+
+
 def resolve(names) -> list[Shape]:
-    """Config and group names -> the shapes, in order, without duplicates. Unknown names raise ``ValueError``."""
+    """Config and group names, or literal ``T,B,H`` shapes -> the shapes, in order, without duplicates. Unknown
+    names raise ``ValueError``."""
     shapes: list[Shape] = []
     for name in names:
         expanded = GROUPS.get(name, (name,))
         for n in expanded:
-            if n not in CONFIGS:
+            shape = CONFIGS.get(n) or literal(n)
+            if shape is None:
                 known = ", ".join(list(CONFIGS) + list(GROUPS))
-                raise ValueError(f"unknown config {n!r}; known: {known}")
-            if CONFIGS[n] not in shapes:
-                shapes.append(CONFIGS[n])
+                raise ValueError(f"unknown config {n!r}; known: {known}, or T,B,H (three positive integers)")
+            if shape not in shapes:
+                shapes.append(shape)
     return shapes
 
 

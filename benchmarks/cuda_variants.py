@@ -35,8 +35,7 @@ def main(argv=None):
 
     default_tiled = config.TILED_MAX_COLUMNS
     stream = cuda.stream()
-    shapes = [configs.Shape(name, *map(int, name.split(",")), "custom") if "," in name else configs.resolve([name])[0]
-              for name in args.config]
+    shapes = configs.resolve(args.config)
     for shape in shapes:
         inp = make_inputs(shape, "float32")
         d = {k: cuda.to_device(np.ascontiguousarray(v), stream=stream) for k, v in inp.items()}

@@ -65,14 +65,16 @@ def _cuda_empty(cuda, shape, dtype, stream, name):
     return cuda.device_empty(shape, dtype, stream)
 
 
-def _time_parallel(time_parallel, dtype, device, T, B, H, act, forward, u):
-    """Whether to run the time-parallel kernels: float32/float64 data only."""
+def _time_parallel(time_parallel, dtype, device, T, B, H, act, forward, u, arrays, lengths, batch_first):
+    """Whether to run the time-parallel kernels: float32/float64 data only. ``arrays``: the [T, B, H] arrays the
+    kernels would read and write (the CPU's lanes kernels take only some layouts)."""
     if v.is_half(dtype):
         if time_parallel:
             raise ValueError("time_parallel=True runs float32/float64 data only; pass time_parallel=None or False "
                              "for float16/bfloat16")
         return False
-    return tp.choose(time_parallel, device, T, B, H, act, forward, lambda: _u_abs_max(u, device))
+    return tp.choose(time_parallel, device, T, B, H, act, forward, lambda: _u_abs_max(u, device),
+                     lambda: device == "cpu" and cpu_scan.lanes_take(arrays, lengths, batch_first))
 
 
 def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, lengths=None, reverse=False,
@@ -119,7 +121,8 @@ def forward(x, u, b=None, h0=None, *, activation="relu", batch_first=False, leng
     lengths = _lengths(lengths, T, B, device, stream)
     final = None if final_state_out is None else v.check_out("final_state_out", final_state_out, (B, H), dtype,
                                                              device)
-    scan = _time_parallel(time_parallel, dtype, device, T, B, H, act, True, u)
+    scan = _time_parallel(time_parallel, dtype, device, T, B, H, act, True, u,
+                          (x,) if out is None else (x, out), lengths, batch_first)
     if device == "cpu":
         if out is None:
             out = host_cache.empty(x.shape, dtype)
@@ -187,7 +190,8 @@ def backward(grad_h, h, u, h0=None, *, activation="relu", batch_first=False, len
                     for i, (name, o, s, dt) in enumerate(zip(names, out, shapes, dtypes)))
     views = [v.check_out(f"out[{i}] ({name})", o, s, dt, device)
              for i, (name, o, s, dt) in enumerate(zip(names, out, shapes, dtypes))]
-    scan = _time_parallel(time_parallel, dtype, device, T, B, H, act, False, u)
+    scan = _time_parallel(time_parallel, dtype, device, T, B, H, act, False, u, (grad_h, h, views[0]), lengths,
+                          batch_first)
     if device == "cpu":
         (cpu_scan if scan else cpu).backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
                                                   *views)

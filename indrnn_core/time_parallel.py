@@ -34,14 +34,17 @@ FORWARD_ACTIVATIONS = (ACT_RELU, ACT_IDENTITY)
 CPU_GROUPS = 8  # parallel work items per sequence (prange over them): several per core balances the load
 CPU_LANE_ELEMENTS = 64  # a work item runs max(1, this // H) segments in lockstep: SIMD across segments at small H
 CPU_MIN_SEGMENT = 64  # fewer steps per segment than this: fewer segments (the rest runs sequentially)
-# The measured rule (python -m benchmarks --config single --only core --time-parallel auto on off --rounds 3; 2-core
-# Xeon shared with other work, BENCHMARKS.md's issue 14 section): the scan reads the data twice, so it wins only
-# while the sequential kernels are bound by one step's latency, i.e. at a few columns. At B x H = 1 it runs
-# ``indrnn_core.cpu.narrow``'s lanes kernels (64 segments side by side): several times faster than the sequential
-# kernels. At H=16 the sequential kernels themselves hold a row in registers (``narrow``'s rows kernels) and are
-# bound by memory, and at H=256 they split the row across threads: the scan loses there. B x H = 2..8 (lanes
-# kernels too) is not measured yet: the rule stays at the last measured bound.
-CPU_MAX_COLUMNS = 4  # B * H at most
+# The measured rule (python -m benchmarks --config <shapes> --only core --time-parallel on off --rounds 3, 2-core
+# machines, BENCHMARKS.md's issue 14 sections): the scan reads the data twice, so it wins only while the sequential
+# kernels are bound by one step's latency, i.e. at a few columns. At H=16 the sequential kernels hold a row in
+# registers (``narrow``'s rows kernels) and are bound by memory, and at H=256 they split the row across threads:
+# the scan loses there. Between them (AMD EPYC, 2026-11-27, fwd+bwd, BENCHMARKS.md): at B x H = 8 the lanes
+# kernels (time-major, contiguous, full lengths) beat the sequential kernels 2.2x (B=1, H=8) to 11x (B=8, H=1);
+# the general scan loops (every other layout, and B x H not dividing 16) lose at B x H = 6 (0.66x at B=1, H=6;
+# 0.75x at B=3, H=2). So: the scan up to CPU_MAX_COLUMNS for any layout and lengths (as measured before), and at
+# CPU_LANE_COLUMNS where the lanes kernels take the call.
+CPU_MAX_COLUMNS = 4  # B * H at most: the scan for any layout and lengths
+CPU_LANE_COLUMNS = 8  # B * H equal to this: the scan where the lanes kernels take the call
 CPU_MIN_STEPS = 4096  # T at least
 
 # ---- CUDA (indrnn_core.cuda.scan) --------------------------------------------------------------------------------
@@ -78,16 +81,18 @@ def _growth_ok(u_abs_max, T):
     return True
 
 
-def choose(time_parallel, device, T, B, H, act, forward, u_abs_max):
+def choose(time_parallel, device, T, B, H, act, forward, u_abs_max, lanes=lambda: False):
     """Whether to run the time-parallel kernels. ``time_parallel``: None (automatic), True or False, already
     checked (and a forward's activation too); ``u_abs_max()``: max |u| as a host float, called only when the shape
-    qualifies (on CUDA it copies ``u`` to the host, which waits for the stream)."""
+    qualifies (on CUDA it copies ``u`` to the host, which waits for the stream); ``lanes()``: whether the CPU's
+    lanes kernels would take the call (asked only at B x H = CPU_LANE_COLUMNS)."""
     if time_parallel is not None:
         return time_parallel
     if forward and act not in FORWARD_ACTIVATIONS:
         return False
     if device == "cpu":
-        qualifies = B * H <= CPU_MAX_COLUMNS and T >= CPU_MIN_STEPS
+        C = B * H
+        qualifies = T >= CPU_MIN_STEPS and (C <= CPU_MAX_COLUMNS or C == CPU_LANE_COLUMNS and lanes())
     else:
         qualifies = B * H <= CUDA_MAX_COLUMNS and T >= CUDA_MIN_STEPS
     return qualifies and _growth_ok(float(u_abs_max()), T)

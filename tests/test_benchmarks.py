@@ -102,6 +102,17 @@ def test_gate_failure_refuses_to_time(tmp_path):
     assert not gate["passed"] and gate["errors"]["h"] > gate["tolerance"]
 
 
+def test_literal_shapes_resolve_beside_names():
+    from benchmarks import configs
+
+    seq1, custom = configs.resolve(["seq1", "4096,2,4"])
+    assert (seq1.T, seq1.B, seq1.H) == (1_000_000, 1, 1)
+    assert (custom.name, custom.T, custom.B, custom.H) == ("4096,2,4", 4096, 2, 4)
+    for bad in ("4096,2", "4096,0,4", "4096,2,-4", "a,b,c"):
+        with pytest.raises(ValueError, match="unknown config"):
+            configs.resolve([bad])
+
+
 def test_bad_config_is_a_usage_error():
     proc = _run(["--config", "no-such-config"])
     assert proc.returncode == 2 and "unknown config 'no-such-config'" in proc.stderr

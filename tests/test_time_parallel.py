@@ -204,10 +204,20 @@ NARROW_CASES = {
     "lanes-H1": (203, 1, 1, True),
     "lanes-B2-H1": (151, 2, 1, True),
     "lanes-H8": (99, 1, 8, True),
-    # one column with whole tiles: the lanes' copies go by transposed blocks (``narrow._transpose_copy``); 512
-    # segments of 78 steps (two whole tiles and a part) and a tail of 64; forwards, then reversed (the case's index)
+    # whole tiles: the lanes' copies go by transposed blocks (``narrow._tile_in``) whose units are a visit's C
+    # columns. C = 1: 192 segments of 208 steps (6 whole tiles and a part) and a tail of 64; C = 2, 4, 8: 96, 48, 24
+    # segments of 45 steps (a tile and a part) and a tail. Forwards, then reversed (the case's index: i % 3 == 1).
     "lanes-H1-tiles": (40000, 1, 1, True),
     "lanes-H1-tiles-reverse": (40000, 1, 1, True),
+    "lanes-B2-H1-tiles": (4327, 2, 1, True),
+    "lanes-H4-tiles": (2165, 1, 4, True),
+    "lanes-B2-H1-tiles-reverse": (4327, 2, 1, True),
+    "lanes-B2-H4-tiles": (1083, 2, 4, True),
+    "lanes-H2-tiles": (4327, 1, 2, True),
+    "lanes-H4-tiles-reverse": (2165, 1, 4, True),
+    "lanes-B4-H1-tiles": (2165, 4, 1, True),
+    "lanes-B8-H1-tiles": (1083, 8, 1, True),
+    "lanes-B4-H2-tiles-reverse": (1083, 4, 2, True),
 }
 
 
@@ -366,6 +376,15 @@ def test_automatic_rule(monkeypatch):
     assert tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, small, relu, True, lambda: 0.9)
     assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS - 1, 1, small, relu, True, lambda: 0.9)  # short
     assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 2, small, relu, True, lambda: 0.9)  # wide
+    # at CPU_LANE_COLUMNS: where the lanes kernels take the call
+    lanes = tp.CPU_LANE_COLUMNS
+    assert tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, lanes, relu, True, lambda: 0.9, lambda: True)
+    assert tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 2, lanes // 2, relu, True, lambda: 0.9, lambda: True)
+    assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 2, lanes // 2, relu, True, lambda: 0.9, lambda: False)
+    assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, lanes - 2, relu, True, lambda: 0.9, lambda: True)
+    assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, lanes + 1, relu, True, lambda: 0.9, lambda: True)
+    assert tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 2, 2, relu, True, lambda: 0.9,
+                     lambda: pytest.fail("lanes asked at B x H <= CPU_MAX_COLUMNS"))
     assert not tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, 1, tanh, True, lambda: 0.9)  # tanh forward
     assert tp.choose(None, "cpu", tp.CPU_MIN_STEPS, 1, 1, tanh, False, lambda: 0.9)  # tanh backward
     assert not tp.choose(None, "cuda", tp.CUDA_MIN_STEPS, 1, tp.CUDA_MAX_COLUMNS + 1, relu, True, lambda: 1.0)
@@ -401,6 +420,17 @@ def test_automatic_rule_routes_the_calls(monkeypatch):
     assert calls == ["backward_into"]
     calls.clear()
     indrnn_core.forward(x, np.full(2, 1.5))  # 1.5 ** 50 > MAX_GROWTH
+    assert calls == []
+    # B x H = 8 with several sequences: only where the lanes kernels take the call (time-major, full lengths)
+    monkeypatch.setattr(tp, "CPU_LANE_ELEMENTS", 64)
+    x8, u4 = rng.uniform(-1, 1, (50, 2, 4)), rng.uniform(-1, 1, 4)
+    h = indrnn_core.forward(x8, u4)
+    indrnn_core.backward(x8, h, u4)
+    assert calls == ["forward_into", "backward_into"]
+    calls.clear()
+    h = indrnn_core.forward(x8, u4, lengths=[50, 49])
+    indrnn_core.backward(x8, h, u4, lengths=[50, 49])
+    h = indrnn_core.forward(np.swapaxes(x8, 0, 1).copy(), u4, batch_first=True)
     assert calls == []
 
 

@@ -12,9 +12,10 @@ work on blocks of independent *lanes* at once, so the compiler vectorises each s
 * ``lanes`` (time-parallel, ``C`` in 1, 2, 4, 8): a lane is one column of one segment (``indrnn_core.cpu.scan``'s
   three phases: each segment's composed map, the boundaries in order, every segment from its start). A block of
   ``LANES = 64`` lanes copies ``TILE`` visits at a time into a [TILE, LANES] tile, one lane per column, and runs
-  the step formulas along the tile's rows. Where a lane's visits are contiguous (one column) the copies
-  move whole 16 x 16 blocks through vector shuffles (``_transpose_copy``, an LLVM intrinsic); otherwise element by
-  element.
+  the step formulas along the tile's rows. Whole tiles move by transposed blocks through vector shuffles
+  (``_llvm.transpose_copy_<C>``, LLVM intrinsics): a segment's visits are contiguous rows of C columns, so a block
+  of 16 / C segments and 16 / C visits (float32) is a transpose whose units are a visit's C columns. The rest of a
+  segment (under a tile) goes element by element.
 
 Each lane runs the sequential kernels' own step formulas (and, for maps, ``scan``'s composition), so the results
 equal theirs within float rounding, and the work split never depends on the thread count (gu, gb are summed in a
@@ -28,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _activations as A
-from ._llvm import transpose_copy as _transpose_copy
+from ._llvm import transpose_copy_1, transpose_copy_2, transpose_copy_4, transpose_copy_8
 from .scan import _apply_map
 
 W = 16  # lanes per block: one AVX-512 register of float32, two of AVX2
@@ -155,7 +156,7 @@ def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reve
 # overlap check against the tile (separate arrays needed more runtime checks than LLVM makes, and the loop ran
 # scalar). 64 lanes, not 16: more independent chains per row (each step's latency hidden).
 LANES = 64  # lanes per block (a constant: the loops over a tile's row vectorise with no remainder)
-TILE = 32  # visits per tile, a multiple of _transpose_copy's 16: a [32, 64] float64 tile is 16 KB (two fit L1)
+TILE = 32  # visits per tile, a multiple of a transposed block's 16: a [32, 64] float64 tile is 16 KB (two fit L1)
 
 
 @njit(inline="always")
@@ -167,23 +168,38 @@ def _ix(i):
 
 @njit(inline="always")
 def _block_width(tile):
-    return 16 if tile.itemsize == 4 else 8  # _transpose_copy's N
+    return 16 if tile.itemsize == 4 else 8  # transpose_copy's N: the elements of a 64-byte row
+
+
+@njit(inline="always")
+def _block_copy(unit, src, s0, s_step, dst, d0, d_step):
+    """``transpose_copy_<unit>`` (a compile-time choice per call site: the shuffles are constants)."""
+    if unit == 1:
+        transpose_copy_1(src, s0, s_step, dst, d0, d_step)
+    elif unit == 2:
+        transpose_copy_2(src, s0, s_step, dst, d0, d_step)
+    elif unit == 4:
+        transpose_copy_4(src, s0, s_step, dst, d0, d_step)
+    else:
+        transpose_copy_8(src, s0, s_step, dst, d0, d_step)
 
 
 @njit(inline="always")
 def _tile_in(src, base, l0, i0, stride, n, step, tile, flat, r0):
-    """tile[r0 + i, l] = src at visit i0 + i of lane l0 + l, for i < n. ``step`` != 0: the lanes' visits are
-    contiguous (stride 1, or -1 reversed) and lane l + 1 starts ``step`` after lane l, so whole tiles go by
-    transposed blocks."""
+    """tile[r0 + i, l] = src at visit i0 + i of lane l0 + l, for i < n. ``step`` != 0: segment g + 1 starts
+    ``step`` after segment g, and each segment's visits are contiguous rows of C = |stride| columns (descending
+    when reversed), so whole tiles go by transposed blocks whose units are a visit's C columns."""
     if step != 0 and n == TILE:
+        C = abs(stride)
         N = _block_width(tile)
+        R = N // C  # visits (and segments) per block
         for c0 in range(0, LANES, N):
-            for j0 in range(0, TILE, N):
+            for j0 in range(0, TILE, R):
                 if stride > 0:
-                    _transpose_copy(src, base[l0 + c0] + i0 + j0, step, flat, (r0 + j0) * LANES + c0, LANES)
+                    _block_copy(C, src, base[l0 + c0] + (i0 + j0) * C, step, flat, (r0 + j0) * LANES + c0, LANES)
                 else:  # visits descend in memory: the block's first row holds its last visit
-                    _transpose_copy(src, base[l0 + c0] - (i0 + j0 + N - 1), step, flat,
-                                    (r0 + j0 + N - 1) * LANES + c0, -LANES)
+                    _block_copy(C, src, base[l0 + c0] - (i0 + j0 + R - 1) * C, step, flat,
+                                (r0 + j0 + R - 1) * LANES + c0, -LANES)
         return
     for i in range(n):
         o = (i0 + i) * stride
@@ -194,14 +210,16 @@ def _tile_in(src, base, l0, i0, stride, n, step, tile, flat, r0):
 @njit(inline="always")
 def _tile_out(tile, flat, base, l0, i0, stride, n, step, dst):
     if step != 0 and n == TILE:
+        C = abs(stride)
         N = _block_width(tile)
+        R = N // C
         for c0 in range(0, LANES, N):
-            for j0 in range(0, TILE, N):
+            for j0 in range(0, TILE, R):
                 if stride > 0:
-                    _transpose_copy(flat, j0 * LANES + c0, LANES, dst, base[l0 + c0] + i0 + j0, step)
+                    _block_copy(C, flat, j0 * LANES + c0, LANES, dst, base[l0 + c0] + (i0 + j0) * C, step)
                 else:
-                    _transpose_copy(flat, (j0 + N - 1) * LANES + c0, -LANES, dst, base[l0 + c0] - (i0 + j0 + N - 1),
-                                    step)
+                    _block_copy(C, flat, (j0 + R - 1) * LANES + c0, -LANES, dst,
+                                base[l0 + c0] - (i0 + j0 + R - 1) * C, step)
         return
     # Lane by lane: each lane's visits are one run of stores (contiguous when stride is 1), 2x faster here than
     # row by row, whose stores each go to another lane's cache line.
@@ -218,7 +236,7 @@ def _tile_out(tile, flat, base, l0, i0, stride, n, step, dst):
 
 @njit(inline="always")
 def _new_tile(rows, dtype):
-    """A [rows, LANES] tile and the same memory as one flat array (``_transpose_copy`` addresses it flat)."""
+    """A [rows, LANES] tile and the same memory as one flat array (the transposed copies address it flat)."""
     flat = np.empty(rows * LANES, dtype)
     return flat.reshape((rows, LANES)), flat
 
@@ -528,9 +546,9 @@ def _lane_arrays(T, C, H, G, seg, reverse, u, b):
 
 
 def _lane_step(C, seg, reverse):
-    """The tiles' fast path (``_tile_in``'s ``step``): with one column each lane's visits are contiguous and lane
-    l + 1 starts ``seg`` after lane l (``seg`` before it, reversed). 0 otherwise (element-by-element copies)."""
-    return 0 if C != 1 else (-seg if reverse else seg)
+    """The tiles' fast path (``_tile_in``'s ``step``): each segment's visits are contiguous rows of C columns, and
+    segment g + 1 starts ``seg * C`` after segment g (before it, reversed). 0: element-by-element copies."""
+    return -seg * C if reverse else seg * C
 
 
 def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):

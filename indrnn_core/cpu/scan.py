@@ -536,6 +536,14 @@ def _narrow_lanes(a, lengths, arrays):
     return narrow.lanes_segments(T, B * H, *_config())
 
 
+def lanes_take(arrays, lengths, batch_first) -> bool:
+    """Whether ``narrow``'s lanes kernels would run a time-parallel call on these validated [T, B, H] arrays
+    (``[B, T, H]`` with ``batch_first``): the automatic rule asks (``indrnn_core.time_parallel``)."""
+    if batch_first:
+        arrays = [np.swapaxes(a, 0, 1) for a in arrays]
+    return _narrow_lanes(arrays[0], lengths, arrays)[0] > 0
+
+
 def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=None):
     """``recurrence.forward_into`` with the time-parallel kernel (``act`` relu or identity; inputs validated)."""
     launch_forward(_forward_into, x, u, b, h0, lengths, reverse, act, batch_first, out, final)
