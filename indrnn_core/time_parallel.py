@@ -39,7 +39,7 @@ CPU_MIN_SEGMENT = 64  # fewer steps per segment than this: fewer segments (the r
 # kernels are bound by one step's latency, i.e. at a few columns. At H=16 the sequential kernels hold a row in
 # registers (``narrow``'s rows kernels) and are bound by memory, and at H=256 they split the row across threads:
 # the scan loses there. Between them (AMD EPYC, 2026-11-27, fwd+bwd, BENCHMARKS.md): at B x H = 8 the lanes
-# kernels (time-major, contiguous, full lengths) beat the sequential kernels 2.2x (B=1, H=8) to 11x (B=8, H=1);
+# kernels (time-major, contiguous, full lengths) beat the sequential kernels 2.2x (B=1, H=8) to 13x (B=8, H=1);
 # the general scan loops (every other layout, and B x H not dividing 16) lose at B x H = 6 (0.66x at B=1, H=6;
 # 0.75x at B=3, H=2). So: the scan up to CPU_MAX_COLUMNS for any layout and lengths (as measured before), and at
 # CPU_LANE_COLUMNS where the lanes kernels take the call.

@@ -12,9 +12,9 @@ The batch is split into one chunk per thread (``prange``); chunks never share a 
 depend on the thread count. Arrays arrive in their own layout (not as transposed views), and the launchers hand
 the kernels C-contiguous arrays only (``_types``: a copy for other strides), so one specialisation per dtype runs.
 
-The activation is chosen once per row (``_forward_row_from``/``_backward_row_from``), passing the activation function itself
-to the row loop: each loop then compiles with one activation inlined and vectorises. (A per-element branch on the
-activation code, as the CUDA kernels use, runs 2x slower here.)
+The activation is chosen once per row (``_forward_row_from``/``_backward_row_from``), passing the activation function
+itself to the row loop: each loop then compiles with one activation inlined and vectorises. (A per-element branch on
+the activation code, as the CUDA kernels use, runs 2x slower here.)
 Numba does no bounds checks: these launchers are only reached through ``indrnn_core._dispatch``, which validates
 shapes, dtypes and lengths first.
 """
