@@ -1,11 +1,12 @@
 """``python -m benchmarks.cuda_variants``: the CUDA kernels' tunable choices against each other, in one process.
 
-For each config: the sequential kernels with ``config.TILED_MAX_COLUMNS`` forcing each kind (block-tiled against one thread per
-column), and at the single-sequence configs the time-parallel kernels at several ``CUDA_SEGMENT`` lengths; each
-fwd+bwd timed with CUDA events (``core_bench.measure_cuda``), the variants alternating for ``--rounds`` rounds, the
-median of the rounds' medians reported against the HBM floor of the same run (a device-to-device copy of x:
-forward floor = its time, backward 1.5x, fwd+bwd 2.5x). Outputs of every variant are compared with the column
-kernels' first (bit-identical for the tiled kernels, within the scan's tolerance for the time-parallel ones).
+For each config: the sequential kernels with ``config.TILED_MAX_COLUMNS`` forcing each kind (block-tiled against one
+thread per column), and at the single-sequence configs the time-parallel kernels at several ``CUDA_SEGMENT``
+lengths; each fwd+bwd timed with CUDA events (``core_bench.measure_cuda``), the variants alternating for
+``--rounds`` rounds, the median of the rounds' medians reported against the HBM floor of the same run (a
+device-to-device copy of x: forward floor = its time, backward 1.5x, fwd+bwd 2.5x). Outputs of every variant are
+compared with the column kernels' first (bit-identical for the tiled kernels, within the scan's tolerance for the
+time-parallel ones).
 """
 
 import argparse

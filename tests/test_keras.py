@@ -173,7 +173,8 @@ class Checks:
                     for init in (None, h0):
                         out, state = layer(x, initial_state=None if init is None else [init], mask=mask)
                         ref_out, ref_state = numpy_indrnn(x, W, u, b, init, mask, go_backwards, zero_out)
-                        what = f"{name} mask, go_backwards={go_backwards}, zero_output={zero_out}, h0={init is not None}"
+                        what = (f"{name} mask, go_backwards={go_backwards}, zero_output={zero_out}, "
+                                f"h0={init is not None}")
                         self.close(out, ref_out, _tol(np.float64, T + 1), what + ": outputs")
                         self.close(state, ref_state, _tol(np.float64, T + 1), what + ": state")
 

@@ -6,8 +6,8 @@ Each residual block is the paper's pre-activation "res-IndRNN" unit, twice ``Bat
 is ``keras.layers.Dropout(noise_shape=(None, 1, units))``: one mask per sequence, the same at every step, as the
 paper drops units. The recurrent weights follow the paper's recipe from ``indrnn_core.init``: ``|u| <=
 recurrent_bound(T)`` kept by a ``RecurrentClip`` constraint after every optimiser step, hidden layers initialised
-in ``hidden_range``, the last one (read only at the final step) in ``last_layer_range``, followed by batch norm (its output sums
-about ``T`` steps of nearly undamped memory).
+in ``hidden_range``, the last one (read only at the final step) in ``last_layer_range``, followed by batch norm (its
+output sums about ``T`` steps of nearly undamped memory).
 
 Task: a synthetic sequential classification (which of ``--classes`` frequencies a noisy wave has), read at the last
 step through a softmax.

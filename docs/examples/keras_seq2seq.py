@@ -95,7 +95,8 @@ def main(argv=None) -> dict:
     forced = model.train_model.evaluate([test[0], test[1]], test[2], verbose=0)
     free = check_consistency(model, test[0], args.t_out)
     result = {"backend": keras.config.backend(), "mse_before": float(first), "mse_teacher_forced": float(forced),
-              "mse_free_running": float(np.mean((free - test[2]) ** 2)), "mse_predict_zero": float(np.mean(test[2] ** 2))}
+              "mse_free_running": float(np.mean((free - test[2]) ** 2)),
+              "mse_predict_zero": float(np.mean(test[2] ** 2))}
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     return result
 
