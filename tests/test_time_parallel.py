@@ -278,6 +278,14 @@ def test_narrow_kernels_match_reference_and_general_kernels(narrow_paths, monkey
                          against_kernels=True)
 
 
+def test_generated_rows_kernels_are_up_to_date():
+    """``cpu/_narrow_rows.py`` is ``narrow``'s templates expanded: regenerate it after editing them."""
+    from indrnn_core.cpu import narrow
+
+    assert narrow.GENERATED_MODULE.read_text() == narrow.generated_source(), (
+        'cpu/_narrow_rows.py is stale: python -c "from indrnn_core.cpu import narrow; narrow.write_generated_module()"')
+
+
 def test_narrow_kernels_do_not_depend_on_thread_count(narrow_paths):
     for T, B, H, time_parallel in ((150, 2, 16, False), (203, 1, 1, True)):
         p = make_problem(T, B, H, np.float32, False, seed=7)

@@ -8,7 +8,8 @@ work on blocks of independent *lanes* at once, so the compiler vectorises each s
 * ``rows`` (sequential, ``C`` a multiple of 16): a lane is a column; a block is ``W = 16`` consecutive columns of a
   row, so each step is one contiguous 64-byte load and store per array; the 16 states are scalar variables (kept in
   registers, vectorised by LLVM's SLP pass), the code generated from the templates below (``W`` copies of each
-  statement) and compiled on first use. Blocks run in parallel when there are several.
+  statement, a function per activation) into ``_narrow_rows.py``, whose compiled kernels Numba caches as it does
+  the others. Blocks run in parallel when there are several.
 * ``lanes`` (time-parallel, ``C`` in 1, 2, 4, 8): a lane is one column of one segment (``indrnn_core.cpu.scan``'s
   three phases: each segment's composed map, the boundaries in order, every segment from its start). A block of
   ``LANES = 64`` lanes copies ``TILE`` visits at a time into a [TILE, LANES] tile, one lane per column, and runs
@@ -23,7 +24,7 @@ fixed order). Only the fast case comes here (``eligible``): time-major contiguou
 the same memory), every sequence of full length; anything else takes the general kernels.
 """
 
-import math
+from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
@@ -34,15 +35,16 @@ from .scan import _apply_map
 
 W = 16  # lanes per block: one AVX-512 register of float32, two of AVX2
 ROW_MAX_COLUMNS = 64  # the rows kernels take C = 16, 32, 48, 64 (more columns vectorise in the general kernels)
-_FORWARD = {A.ACT_RELU: A.relu, A.ACT_IDENTITY: A.identity, A.ACT_TANH: A.tanh, A.ACT_SIGMOID: A.sigmoid}
-_DERIVATIVE = {A.ACT_RELU: A.relu_derivative, A.ACT_TANH: A.tanh_derivative,
-               A.ACT_SIGMOID: A.sigmoid_derivative, A.ACT_IDENTITY: A.identity_derivative}
+_ACTIVATION_NAMES = {A.ACT_RELU: "relu", A.ACT_TANH: "tanh", A.ACT_SIGMOID: "sigmoid", A.ACT_IDENTITY: "identity"}
 
 
-def _expand(template: str) -> str:
-    """Each line holding ``{w}`` becomes W lines (lane 0..W-1), other lines are kept; ``{W}`` is W."""
+def _expand(template: str, names: dict) -> str:
+    """Each line holding ``{w}`` becomes W lines (lane 0..W-1), other lines are kept; ``{W}`` is W, and each other
+    ``{key}`` is ``names[key]``."""
     out = []
     for line in template.splitlines():
+        for key, value in names.items():
+            line = line.replace("{" + key + "}", value)
         if "{w}" in line:
             out += [line.replace("{w}", str(w)) for w in range(W)]
         else:
@@ -50,10 +52,28 @@ def _expand(template: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _compile(template: str, name: str, namespace: dict, **njit_options):
-    scope = dict(namespace, np=np, math=math, prange=prange)
-    exec(compile(_expand(template), f"<indrnn_core.cpu.narrow.{name}>", "exec"), scope)
-    return _WithSLP(njit(**njit_options)(scope[name]))
+GENERATED_MODULE = Path(__file__).with_name("_narrow_rows.py")
+
+
+def generated_source() -> str:
+    """The text of ``_narrow_rows.py``: the rows templates below expanded for every activation. A file (not code
+    made at run time) so that Numba caches the compiled kernels as it does the others: compiling the eight of them
+    took ~20 s in every process before. ``write_generated_module`` rewrites it; a test checks that it is up to
+    date."""
+    parts = ['"""The rows kernels of ``indrnn_core.cpu.narrow``, generated from its templates by\n'
+             '``narrow.write_generated_module()``: do not edit (a test checks that this file is up to date)."""\n\n'
+             "import numpy as np\nfrom numba import njit, prange\n\nfrom .. import _activations as A\n"]
+    for template in (_ROWS_FORWARD, _ROWS_BACKWARD):
+        for act, name in _ACTIVATION_NAMES.items():
+            names = {"act": name, "f": f"A.{name}", "df": f"A.{name}_derivative"}
+            parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(template, names).rstrip() + "\n")
+    return "".join(parts)
+
+
+def write_generated_module() -> None:
+    """Rewrite ``_narrow_rows.py`` after a change to the templates:
+    ``python -c "from indrnn_core.cpu import narrow; narrow.write_generated_module()"``."""
+    GENERATED_MODULE.write_text(generated_source())
 
 
 class _WithSLP:
@@ -86,7 +106,7 @@ class _WithSLP:
 # Flat time-major arrays: element (t, c) at t*C + c. Loads of a step come before its stores, so the compiler may
 # vectorise them (the arrays could alias as far as it knows).
 _ROWS_FORWARD = """
-def rows_forward(x, u, b, h0, out, final, T, C, reverse):
+def rows_forward_{act}(x, u, b, h0, out, final, T, C, reverse):
     one = u.dtype.type(1)
     dt = u.dtype.type
     step = -C if reverse else C
@@ -101,14 +121,14 @@ def rows_forward(x, u, b, h0, out, final, T, C, reverse):
             xr = x[o:o + {W}]
             orow = out[o:o + {W}]
             a{w} = xr[{w}]
-            s{w} = dt(f(a{w} + u{w} * s{w} + b{w}, one))
+            s{w} = dt({f}(a{w} + u{w} * s{w} + b{w}, one))
             orow[{w}] = s{w}
             o += step
         final[c0 + {w}] = s{w}
 """
 
 _ROWS_BACKWARD = """
-def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reverse):
+def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reverse):
     one = u.dtype.type(1)
     dt = u.dtype.type
     tiny = u.dtype.type(np.finfo(u.dtype).tiny)
@@ -129,19 +149,19 @@ def rows_backward(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C, reve
             xr = gx[o:o + {W}]
             g{w} = gr[{w}]
             hp{w} = hr[{w}]
-            v{w} = (g{w} + cy{w}) * df(hcy{w}, one)
+            v{w} = (g{w} + cy{w}) * {df}(hcy{w}, one)
             xr[{w}] = v{w}
             pu{w} += v{w} * hp{w}
             pb{w} += v{w}
-            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: _activations.flush_subnormal)
+            cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
             hcy{w} = hp{w}
             o = p
         if T > 0:
-            v{w} = (grad_h[o + {w}] + cy{w}) * df(hcy{w}, one)
+            v{w} = (grad_h[o + {w}] + cy{w}) * {df}(hcy{w}, one)
             gx[o + {w}] = v{w}
             pu{w} += v{w} * h0[c0 + {w}]
             pb{w} += v{w}
-            cy{w} = flush(v{w} * u{w}, tiny)  # (subnormal carries: _activations.flush_subnormal)
+            cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
         gh0[c0 + {w}] = cy{w}
         part_u[c0 + {w}] = pu{w}
         part_b[c0 + {w}] = pb{w}
@@ -441,12 +461,12 @@ _KERNELS: dict = {}
 
 
 def _kernel(kind: str, act: int):
+    """The rows kernel ``kind`` ("rows_forward" or "rows_backward") for activation code ``act``."""
     key = (kind, act)
     if key not in _KERNELS:
-        ns = {"f": _FORWARD[act], "df": _DERIVATIVE[act], "flush": A.flush_subnormal}
-        template, name = {"rows_forward": (_ROWS_FORWARD, "rows_forward"),
-                          "rows_backward": (_ROWS_BACKWARD, "rows_backward")}[kind]
-        _KERNELS[key] = _compile(template, name, ns, parallel=True)
+        from . import _narrow_rows
+
+        _KERNELS[key] = _WithSLP(getattr(_narrow_rows, f"{kind}_{_ACTIVATION_NAMES[act]}"))
     return _KERNELS[key]
 
 
