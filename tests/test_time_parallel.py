@@ -300,6 +300,51 @@ def test_narrow_kernels_do_not_depend_on_thread_count(narrow_paths):
             assert np.array_equal(a, b)
 
 
+
+@pytest.mark.parametrize("u_value", [0.7, -0.7, 0.0, 1.0], ids=["positive", "negative", "zero", "one"])
+@pytest.mark.parametrize("activation", ["relu", "identity", "tanh"])
+def test_lanes_two_passes_for_any_u(narrow_paths, u_value, activation):
+    """The lanes kernels run every segment from a guessed start, then rerun it from the true one until the two
+    chains meet (``narrow``'s pass 2). Each sign of u takes its own composition (u > 0: no upper bound), u = 0
+    meets at once, and u = 1 with identity never meets (pass 2 reruns every segment whole): all equal the
+    reference and the sequential kernels."""
+    T = 9000  # 192 segments of 46 steps: two tiles each, and a tail
+    p = make_problem(T, 1, 1, np.float32, False, seed=11)
+    p["u"][:] = u_value
+    opts = dict(activation=activation, batch_first=False, reverse=False, lengths=None)
+    got = run(CPU, p, opts, True)
+    assert "lanes_forward_into" in narrow_paths or activation == "tanh"
+    assert "lanes_backward_into" in narrow_paths
+    check_against_reference(p, opts, got)
+    for name, a, s in zip(("h", "final state", "gx", "gu", "gb", "gh0"), got, run(CPU, p, opts, False)):
+        scale = 1.0 + np.abs(s).max(initial=0.0) * (T if name in ("gu", "gb") else 1)
+        assert_close(f"{name} vs sequential kernels", a, s, np.float32, T, scale=scale, against_kernels=True)
+
+
+def test_lanes_kernels_propagate_nan_and_inf_as_the_sequential_kernels_do(narrow_paths):
+    """A NaN or inf mid-sequence reaches the same outputs as in the sequential kernels: pass 2's chains never meet
+    through a NaN, and a sum's correction skips the steps where the chains agree (an inf there is counted once)."""
+    T = 9000
+    p = make_problem(T, 1, 1, np.float32, False, seed=12)
+    p["u"][:] = 0.6
+    p["x"][4000, 0, 0] = np.nan
+    p["x"][7000, 0, 0] = np.inf
+    p["grad_h"][2000, 0, 0] = np.inf
+    p["grad_h"][5000, 0, 0] = -np.inf
+    opts = dict(activation="relu", batch_first=False, reverse=False, lengths=None)
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = run(CPU, p, opts, True)
+        want = run(CPU, p, opts, False)
+    assert "lanes_backward_into" in narrow_paths
+    for name, a, s in zip(("h", "final state", "gx", "gu", "gb", "gh0"), got, want):
+        assert np.array_equal(np.isnan(a), np.isnan(s)), f"{name}: NaNs differ"
+        assert np.array_equal(np.isposinf(a), np.isposinf(s)) and np.array_equal(np.isneginf(a), np.isneginf(s)), (
+            f"{name}: infs differ")
+        finite = np.isfinite(s)
+        err = np.abs(a[finite].astype(np.float64) - s[finite]).max(initial=0.0)
+        scale = 1.0 + np.abs(s[finite]).max(initial=0.0) * (T if name in ("gu", "gb") else 1)
+        assert err / scale <= tolerance(np.float32, T, against_kernels=True), name
+
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_any_strides_and_read_only_inputs_cpu(batch_first):
     rng = np.random.default_rng(6)

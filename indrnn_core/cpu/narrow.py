@@ -11,16 +11,18 @@ work on blocks of independent *lanes* at once, so the compiler vectorises each s
   statement, a function per activation) into ``_narrow_rows.py``, whose compiled kernels Numba caches as it does
   the others. Blocks run in parallel when there are several.
 * ``lanes`` (time-parallel, ``C`` in 1, 2, 4, 8): a lane is one column of one segment (``indrnn_core.cpu.scan``'s
-  three phases: each segment's composed map, the boundaries in order, every segment from its start). A block of
-  ``LANES = 64`` lanes copies ``TILE`` visits at a time into a [TILE, LANES] tile, one lane per column, and runs
-  the step formulas along the tile's rows. Whole tiles move by transposed blocks through vector shuffles
-  (``_llvm.transpose_copy_<C>``, LLVM intrinsics): a segment's visits are contiguous rows of C columns, so a block
-  of 16 / C segments and 16 / C visits (float32) is a transpose whose units are a visit's C columns. The rest of a
-  segment (under a tile) goes element by element.
+  segments). Two passes over the data instead of the scan's maps-then-runs (four): pass 1 runs every segment from a
+  guessed start, writing its results, and composes the segment's map on the way; the boundaries (serial) give each
+  segment's true start; pass 2 reruns each segment from it only until its chain meets the provisional one (see
+  "the lanes kernels' two passes" below). A block of ``LANES = 64`` lanes copies ``TILE`` visits at a time into a
+  [TILE, LANES] tile, one lane per column, and runs the step formulas along the tile's rows. Whole tiles move by
+  transposed blocks through vector shuffles (``_llvm.transpose_copy_<C>``, LLVM intrinsics): a segment's visits
+  are contiguous rows of C columns, so a block of 16 / C segments and 16 / C visits (float32) is a transpose whose
+  units are a visit's C columns. The rest of a segment (under a tile) goes element by element.
 
 Each lane runs the sequential kernels' own step formulas (and, for maps, ``scan``'s composition), so the results
-equal theirs within float rounding, and the work split never depends on the thread count (gu, gb are summed in a
-fixed order). Only the fast case comes here (``eligible``): time-major contiguous arrays (batch-first with B = 1 is
+equal theirs within float rounding (bit for bit those of the lanes kernels' earlier maps-then-runs form), and the
+work split never depends on the thread count (gu, gb are summed in a fixed order). Only the fast case comes here (``eligible``): time-major contiguous arrays (batch-first with B = 1 is
 the same memory), every sequence of full length; anything else takes the general kernels.
 """
 
@@ -261,132 +263,122 @@ def _new_tile(rows, dtype):
     return flat.reshape((rows, LANES)), flat
 
 
+# ---- the lanes kernels' two passes ---------------------------------------------------------------------------------
+# Pass 1 ("first") runs every segment from a guessed start (the true one where it is known: h0 for segment 0 forward,
+# the carry after the tail for the last segment backward, 0 elsewhere), writing the results, and composes each
+# lane's map on the way: one read of the inputs, one write of the outputs. The boundaries then give every segment's
+# true start, and pass 2 ("fix") reruns each segment from it only until its chain meets the provisional one: from a
+# step where both chains hold the same value they do the same arithmetic on the same data, so every later value is
+# already right. relu meets at the first step whose pre-activation is negative in both (forward) or whose unit is
+# dead (backward), usually within a few steps; other chains meet once their difference rounds away (|u| < 1) or at
+# the segment's end. Pass 2 checks after each tile whether all its block's lanes have met and stops there: with
+# relu it reads about one tile per block (~2% of the data), and at worst it is the former run phase.
+
+
 @njit(inline="always")
-def _maps_rows_with(compose, tile, n, st, zero, tiny):
-    """Compose rows 0..n-1 of ``tile`` (pre-activations less b) into the lanes' maps: st rows k, m, lo, hi, u, b."""
+def _first_rows_with(f, compose, tile, n, st, zero, one, tiny):
+    """Down the tile's rows, in place (x in, provisional h out): h = f(x + u*h + b) and the lanes' maps composed
+    with ``compose``; st rows: k, m, lo, hi, u, b, h."""
     for i in range(n):
         for l in range(LANES):
-            k, m, lo, hi = compose(st[0, l], st[1, l], st[2, l], st[3, l], st[4, l], tile[i, l] + st[5, l], zero,
-                                   tiny)
+            xv = tile[i, l]
+            k, m, lo, hi = compose(st[0, l], st[1, l], st[2, l], st[3, l], st[4, l], xv + st[5, l], zero, tiny)
             st[0, l] = k
             st[1, l] = m
             st[2, l] = lo
             st[3, l] = hi
+            v = f(xv + st[4, l] * st[6, l] + st[5, l], one)
+            st[6, l] = v
+            tile[i, l] = v
 
 
 @njit(cache=True, parallel=True)
-def _lanes_forward_maps(x, lu, lb, base, stride, step, seg, act, mk, mm, mlo, mhi):
+def _lanes_forward_first(x, lu, lb, base, stride, step, seg, act, init, mk, mm, mlo, mhi, out):
+    """Pass 1 of the forward: every lane's segment from ``init`` (provisional h into ``out``) and its map."""
     dt = lu.dtype.type
-    zero = dt(0)
+    zero, one = dt(0), dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
     for blk in prange(base.shape[0] // LANES):
         l0 = blk * LANES
         tile, tile_flat = _new_tile(TILE, lu.dtype)
-        st = np.empty((6, LANES), lu.dtype)
+        st = np.empty((7, LANES), lu.dtype)
+        positive = True
         for l in range(LANES):
-            st[0, l], st[1, l], st[2, l], st[3, l] = dt(1), zero, dt(-np.inf), dt(np.inf)
-            st[4, l], st[5, l] = lu[l0 + l], lb[l0 + l]
+            st[0, l], st[1, l], st[2, l], st[3, l] = one, zero, dt(-np.inf), dt(np.inf)
+            st[4, l], st[5, l], st[6, l] = lu[l0 + l], lb[l0 + l], init[l0 + l]
+            positive = positive and lu[l0 + l] > zero
         for i0 in range(0, seg, TILE):
             n = min(TILE, seg - i0)
             _tile_in(x, base, l0, i0, stride, n, step, tile, tile_flat, 0)
-            if act == A.ACT_RELU:
-                _maps_rows_with(_compose_relu_lanes, tile, n, st, zero, tiny)
+            if act != A.ACT_RELU:
+                _first_rows_with(A.identity, _compose_identity_lanes, tile, n, st, zero, one, tiny)
+            elif positive:  # (the common case: the papers' u is positive; 5 operations a step fewer)
+                _first_rows_with(A.relu, _compose_relu_positive, tile, n, st, zero, one, tiny)
             else:
-                _maps_rows_with(_compose_identity_lanes, tile, n, st, zero, tiny)
+                _first_rows_with(A.relu, _compose_relu_lanes, tile, n, st, zero, one, tiny)
+            _tile_out(tile, tile_flat, base, l0, i0, stride, n, step, out)
         for l in range(LANES):
             mk[l0 + l], mm[l0 + l], mlo[l0 + l], mhi[l0 + l] = st[0, l], st[1, l], st[2, l], st[3, l]
 
 
 @njit(inline="always")
-def _run_rows_with(f, tile, n, st, one):
-    """h = f(x + u*h + b) down the tile's rows, in place (x in, h out); st rows: h, u, b."""
+def _fix_rows_with(f, tile, prov, n, st, one):
+    """h = f(x + u*h + b) down the tile's rows, in place (x in, h out); st rows: h, u, b. Whether every lane's last
+    row equals ``prov``'s (the chains have met)."""
     for i in range(n):
         for l in range(LANES):
             v = f(tile[i, l] + st[1, l] * st[0, l] + st[2, l], one)
             st[0, l] = v
             tile[i, l] = v
+    met = True
+    for l in range(LANES):
+        met = met and tile[n - 1, l] == prov[n - 1, l]
+    return met
 
 
 @njit(cache=True, parallel=True)
-def _lanes_forward_run(x, lu, lb, base, stride, step, seg, act, state, out):
+def _lanes_forward_fix(x, lu, lb, base, stride, step, seg, act, state, out):
+    """Pass 2 of the forward: each lane's segment from its true start ``state`` until it meets ``out``'s
+    provisional h."""
     one = lu.dtype.type(1)
     for blk in prange(base.shape[0] // LANES):
         l0 = blk * LANES
         tile, tile_flat = _new_tile(TILE, lu.dtype)
+        prov, prov_flat = _new_tile(TILE, lu.dtype)
         st = np.empty((3, LANES), lu.dtype)
         for l in range(LANES):
             st[0, l], st[1, l], st[2, l] = state[l0 + l], lu[l0 + l], lb[l0 + l]
         for i0 in range(0, seg, TILE):
             n = min(TILE, seg - i0)
             _tile_in(x, base, l0, i0, stride, n, step, tile, tile_flat, 0)
+            _tile_in(out, base, l0, i0, stride, n, step, prov, prov_flat, 0)
             if act == A.ACT_RELU:
-                _run_rows_with(A.relu, tile, n, st, one)
+                met = _fix_rows_with(A.relu, tile, prov, n, st, one)
             else:
-                _run_rows_with(A.identity, tile, n, st, one)
+                met = _fix_rows_with(A.identity, tile, prov, n, st, one)
             _tile_out(tile, tile_flat, base, l0, i0, stride, n, step, out)
+            if met:
+                break
 
 
 @njit(inline="always")
-def _backward_maps_rows_with(df, gt, ht, n, st, one, tiny):
-    """The carried gradient's affine map through rows n-1..0 (latest visit first): st rows k, m, u."""
-    for ii in range(n):
-        i = n - 1 - ii
-        for l in range(LANES):
-            d = df(ht[i, l], one)
-            st[0, l] = A.flush_subnormal(st[0, l] * d * st[2, l], tiny)
-            st[1, l] = (gt[i, l] + st[1, l]) * d * st[2, l]
-
-
-@njit(inline="always")
-def _backward_maps_tiles(df, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht, ht_flat, st, one, tiny):
-    for t in range((seg + TILE - 1) // TILE):
-        i0 = max(seg - (t + 1) * TILE, 0)
-        n = seg - t * TILE - i0
-        _tile_in(grad_h, base, l0, i0, stride, n, step, gt, gt_flat, 0)
-        _tile_in(h, base, l0, i0, stride, n, step, ht, ht_flat, 0)
-        _backward_maps_rows_with(df, gt, ht, n, st, one, tiny)
-
-
-@njit(cache=True, parallel=True)
-def _lanes_backward_maps(grad_h, h, lu, base, stride, step, seg, act, ma, mm):
-    dt = lu.dtype.type
-    one = dt(1)
-    tiny = dt(np.finfo(lu.dtype).tiny)
-    for blk in prange(base.shape[0] // LANES):
-        l0 = blk * LANES
-        gt, gt_flat = _new_tile(TILE, lu.dtype)
-        ht, ht_flat = _new_tile(TILE, lu.dtype)
-        st = np.empty((3, LANES), lu.dtype)
-        for l in range(LANES):
-            st[0, l], st[1, l], st[2, l] = one, dt(0), lu[l0 + l]
-        if act == A.ACT_RELU:
-            _backward_maps_tiles(A.relu_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht,
-                                 ht_flat, st, one, tiny)
-        elif act == A.ACT_TANH:
-            _backward_maps_tiles(A.tanh_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht,
-                                 ht_flat, st, one, tiny)
-        elif act == A.ACT_SIGMOID:
-            _backward_maps_tiles(A.sigmoid_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht,
-                                 ht_flat, st, one, tiny)
-        else:
-            _backward_maps_tiles(A.identity_derivative, grad_h, h, base, l0, stride, step, seg, gt, gt_flat, ht,
-                                 ht_flat, st, one, tiny)
-        for l in range(LANES):
-            ma[l0 + l], mm[l0 + l] = st[0, l], st[1, l]
-
-
-@njit(inline="always")
-def _backward_run_rows_with(df, gt, ht, n, st, acc, one, tiny):
+def _backward_rows_with(df, gt, ht, n, st, one, tiny):
     """BPTT down rows n-1..0, in place (gt: grad_h in, gx out); ht row i + 1 holds the h of the tile's row i, row
-    i the h before it. st rows: carry, u; acc rows: gu, gb partial sums (float64)."""
-    # Two passes over the tile, the sums after the carries: the carry loop then runs in the data type alone (the
-    # float64 sums narrowed its vectors to 4 lanes), and each lane's sums keep their order (bit-identical).
+    i the h before it. st rows: carry, u, A (the lanes' map coefficient: the product of u * act')."""
     for ii in range(n):
         i = n - 1 - ii
         for l in range(LANES):
-            v = (gt[i, l] + st[0, l]) * df(ht[i + 1, l], one)
+            d = df(ht[i + 1, l], one)
+            v = (gt[i, l] + st[0, l]) * d
             gt[i, l] = v
             st[0, l] = A.flush_subnormal(v * st[1, l], tiny)  # (subnormal carries: _activations.flush_subnormal)
+            st[2, l] = A.flush_subnormal(st[2, l] * d * st[1, l], tiny)
+
+
+@njit(inline="always")
+def _sums_rows(gt, ht, n, acc):
+    """gu, gb partial sums (float64) of the tile's rows n-1..0. A second pass over the tile: the carry loop then
+    runs in the data type alone (the float64 sums narrowed its vectors), and each lane's sums keep their order."""
     for ii in range(n):
         i = n - 1 - ii
         for l in range(LANES):
@@ -395,24 +387,34 @@ def _backward_run_rows_with(df, gt, ht, n, st, acc, one, tiny):
 
 
 @njit(inline="always")
-def _backward_run_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht, ht_flat, st, acc, one,
-                        tiny):
+def _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, ht_flat):
+    """ht rows 1..n: h at visits i0..i0+n-1; row 0: h before visit i0 (``first`` at a segment's start)."""
+    _tile_in(h, base, l0, i0, stride, n, step, ht, ht_flat, 1)
+    if i0 > 0:
+        _tile_in(h, base, l0, i0 - 1, stride, 1, 0, ht, ht_flat, 0)
+    else:
+        for l in range(LANES):
+            ht[0, l] = first[l0 + l]
+
+
+@njit(inline="always")
+def _backward_first_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht, ht_flat, st, acc,
+                          one, tiny):
     for t in range((seg + TILE - 1) // TILE):
         i0 = max(seg - (t + 1) * TILE, 0)
         n = seg - t * TILE - i0
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, gt_flat, 0)
-        _tile_in(h, base, l0, i0, stride, n, step, ht, ht_flat, 1)
-        if i0 > 0:
-            _tile_in(h, base, l0, i0 - 1, stride, 1, 0, ht, ht_flat, 0)
-        else:
-            for l in range(LANES):
-                ht[0, l] = first[l0 + l]
-        _backward_run_rows_with(df, gt, ht, n, st, acc, one, tiny)
+        _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, ht_flat)
+        _backward_rows_with(df, gt, ht, n, st, one, tiny)
+        _sums_rows(gt, ht, n, acc)
         _tile_out(gt, gt_flat, base, l0, i0, stride, n, step, gx)
 
 
 @njit(cache=True, parallel=True)
-def _lanes_backward_run(grad_h, h, gx, lu, base, stride, step, seg, act, carry, first, part_u, part_b):
+def _lanes_backward_first(grad_h, h, gx, lu, base, stride, step, seg, act, init, first, ma, mm, part_u, part_b):
+    """Pass 1 of the backward: every lane's segment from the carry ``init`` (provisional gx and gu, gb partial sums)
+    and its map ``carry -> ma*carry + mm`` (mm: the carry out of the segment from a zero carry, its ``init`` but
+    where that is the true one, which the boundaries then do not read)."""
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
@@ -420,24 +422,85 @@ def _lanes_backward_run(grad_h, h, gx, lu, base, stride, step, seg, act, carry, 
         l0 = blk * LANES
         gt, gt_flat = _new_tile(TILE, lu.dtype)
         ht, ht_flat = _new_tile(TILE + 1, lu.dtype)
-        st = np.empty((2, LANES), lu.dtype)
+        st = np.empty((3, LANES), lu.dtype)
         acc = np.zeros((2, LANES))
         for l in range(LANES):
-            st[0, l], st[1, l] = carry[l0 + l], lu[l0 + l]
+            st[0, l], st[1, l], st[2, l] = init[l0 + l], lu[l0 + l], one
         if act == A.ACT_RELU:
-            _backward_run_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
-                                ht, ht_flat, st, acc, one, tiny)
+            _backward_first_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
+                                  ht, ht_flat, st, acc, one, tiny)
         elif act == A.ACT_TANH:
-            _backward_run_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
-                                ht, ht_flat, st, acc, one, tiny)
+            _backward_first_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
+                                  ht, ht_flat, st, acc, one, tiny)
         elif act == A.ACT_SIGMOID:
-            _backward_run_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
-                                ht, ht_flat, st, acc, one, tiny)
+            _backward_first_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt,
+                                  gt_flat, ht, ht_flat, st, acc, one, tiny)
         else:
-            _backward_run_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
-                                ht, ht_flat, st, acc, one, tiny)
+            _backward_first_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt,
+                                  gt_flat, ht, ht_flat, st, acc, one, tiny)
         for l in range(LANES):
+            ma[l0 + l], mm[l0 + l] = st[2, l], st[0, l]
             part_u[l0 + l], part_b[l0 + l] = acc[0, l], acc[1, l]
+
+
+@njit(inline="always")
+def _backward_fix_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht, ht_flat, pt, pt_flat,
+                        st, acc, one, tiny):
+    """Rerun from the true carries, tile by tile, until every lane has met its provisional chain; acc gets the
+    sums' corrections (new terms less provisional ones: zero for a lane that has met)."""
+    for t in range((seg + TILE - 1) // TILE):
+        i0 = max(seg - (t + 1) * TILE, 0)
+        n = seg - t * TILE - i0
+        _tile_in(grad_h, base, l0, i0, stride, n, step, gt, gt_flat, 0)
+        _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, ht_flat)
+        _tile_in(gx, base, l0, i0, stride, n, step, pt, pt_flat, 0)
+        _backward_rows_with(df, gt, ht, n, st, one, tiny)
+        met = True
+        for ii in range(n):
+            i = n - 1 - ii
+            for l in range(LANES):
+                # only where the chains differ: an equal inf would add inf - inf (NaN) to a correct sum
+                same = gt[i, l] == pt[i, l]
+                acc[0, l] += 0.0 if same else np.float64(gt[i, l] * ht[i, l]) - np.float64(pt[i, l] * ht[i, l])
+                acc[1, l] += 0.0 if same else np.float64(gt[i, l]) - np.float64(pt[i, l])
+        for l in range(LANES):
+            met = met and gt[0, l] == pt[0, l]  # the tile's earliest visit: the chains meet there or earlier
+        _tile_out(gt, gt_flat, base, l0, i0, stride, n, step, gx)
+        if met:
+            return
+
+
+@njit(cache=True, parallel=True)
+def _lanes_backward_fix(grad_h, h, gx, lu, base, stride, step, seg, act, carry, first, part_u, part_b):
+    """Pass 2 of the backward: each lane's segment from its true carry until it meets the provisional gx; the
+    partial sums corrected."""
+    dt = lu.dtype.type
+    one = dt(1)
+    tiny = dt(np.finfo(lu.dtype).tiny)
+    for blk in prange(base.shape[0] // LANES):
+        l0 = blk * LANES
+        gt, gt_flat = _new_tile(TILE, lu.dtype)
+        ht, ht_flat = _new_tile(TILE + 1, lu.dtype)
+        pt, pt_flat = _new_tile(TILE, lu.dtype)
+        st = np.empty((3, LANES), lu.dtype)
+        acc = np.zeros((2, LANES))
+        for l in range(LANES):
+            st[0, l], st[1, l], st[2, l] = carry[l0 + l], lu[l0 + l], one
+        if act == A.ACT_RELU:
+            _backward_fix_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
+                                ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
+        elif act == A.ACT_TANH:
+            _backward_fix_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
+                                ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
+        elif act == A.ACT_SIGMOID:
+            _backward_fix_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
+                                ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
+        else:
+            _backward_fix_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt,
+                                gt_flat, ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
+        for l in range(LANES):
+            part_u[l0 + l] += acc[0, l]
+            part_b[l0 + l] += acc[1, l]
 
 
 @njit(inline="always")
@@ -450,6 +513,14 @@ def _compose_relu_lanes(kk, mm, lo, hi, uj, c, zero, tiny):
     lo2 = (p if p < q else q) + c
     hi2 = (q if p < q else p) + c
     return A.flush_subnormal(uj * kk, tiny), uj * mm + c, lo2 if lo2 > zero else zero, hi2 if hi2 > zero else zero
+
+
+@njit(inline="always")
+def _compose_relu_positive(kk, mm, lo, hi, uj, c, zero, tiny):
+    """``_compose_relu_lanes`` for u > 0: max(u*max(k*h + m, lo) + c, 0) = max(u*k*h + u*m + c, max(u*lo + c, 0)),
+    so the map needs no upper bound (hi stays inf) and u scales lo without a select."""
+    lo2 = uj * lo + c
+    return A.flush_subnormal(uj * kk, tiny), uj * mm + c, lo2 if lo2 > zero else zero, hi
 
 
 @njit(inline="always")
@@ -580,11 +651,13 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
     xf, of = _flat(x), _flat(out)
     n = G * C
     mk, mm, mlo, mhi = (np.empty(n, u.dtype) for _ in range(4))
-    _lanes_forward_maps(xf, lu, lb, base, stride, step, seg, act, mk, mm, mlo, mhi)
-    state = np.empty(n, u.dtype)
     cur = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1).copy()
+    init = np.zeros(n, u.dtype)  # segment 0 starts from h0, which is known; the others from 0 (relu's usual value)
+    init[:C] = cur
+    _lanes_forward_first(xf, lu, lb, base, stride, step, seg, act, init, mk, mm, mlo, mhi, of)
+    state = np.empty(n, u.dtype)
     _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C)
-    _lanes_forward_run(xf, lu, lb, base, stride, step, seg, act, state, of)
+    _lanes_forward_fix(xf, lu, lb, base, stride, step, seg, act, state, of)
     # the tail: visits G*seg .. T-1, serially, from the state after the last segment
     _tail_forward(act, xf, _per_column(u, B), _per_column(b, B), of, cur, G * seg, T, C, bool(reverse))
     if final is not None:
@@ -619,32 +692,37 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
     step = _lane_step(C, seg, reverse)
     gf, hf, xf = _flat(grad_h), _flat(h), _flat(gx)
     n = G * C
-    ma, mm = np.empty(n, u.dtype), np.empty(n, u.dtype)
-    _lanes_backward_maps(gf, hf, lu, base, stride, step, seg, act, ma, mm)
     h0f = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1)
+    # the tail first (visits G*seg .. T-1, latest first): its carry is the last segment's true one
     cur = np.ascontiguousarray(grad_hn, dtype=u.dtype).reshape(-1).copy()
     tail_u, tail_b = np.zeros(C), np.zeros(C)
     _tail_backward(act, gf, hf, _per_column(u, B), h0f, xf, cur, tail_u, tail_b, G * seg, T, C, bool(reverse))
-    carry = np.empty(n, u.dtype)
-    _boundaries_backward(ma, mm, carry, cur, G, C)
-    gh0[...] = cur.reshape(B, H)
+    init = np.zeros(n, u.dtype)
+    init[n - C:] = cur
     # h before each lane's first visit: the previous segment's last visit, h0 for segment 0
     first = np.empty(n, u.dtype)
     first[:C] = h0f
     if G > 1:
         first[C:] = hf[base[C:] - stride]
+    ma, mm = np.empty(n, u.dtype), np.empty(n, u.dtype)
     part_u, part_b = np.empty(n), np.empty(n)
-    _lanes_backward_run(gf, hf, xf, lu, base, stride, step, seg, act, carry, first, part_u, part_b)
+    _lanes_backward_first(gf, hf, xf, lu, base, stride, step, seg, act, init, first, ma, mm, part_u, part_b)
+    carry = np.empty(n, u.dtype)
+    _boundaries_backward(ma, mm, carry, cur, G, C)
+    gh0[...] = cur.reshape(B, H)
+    _lanes_backward_fix(gf, hf, xf, lu, base, stride, step, seg, act, carry, first, part_u, part_b)
     _sum_lanes(tail_u, tail_b, part_u, part_b, G, C, B, H, gu, gb)
 
 
 @njit(cache=True)
 def _boundaries_backward(ma, mm, carry, cur, G, C):
+    """The carry into each lane (latest segment first); the last segment's pass 1 started from its true carry, so
+    its ``mm`` is the true carry out of it."""
     for g in range(G - 1, -1, -1):
         for c in range(C):
             l = g * C + c
             carry[l] = cur[c]
-            cur[c] = ma[l] * cur[c] + mm[l]
+            cur[c] = mm[l] if g == G - 1 else ma[l] * cur[c] + mm[l]
 
 
 @njit(cache=True)
