@@ -22,8 +22,9 @@ work on blocks of independent *lanes* at once, so the compiler vectorises each s
 
 Each lane runs the sequential kernels' own step formulas (and, for maps, ``scan``'s composition), so the results
 equal theirs within float rounding (bit for bit those of the lanes kernels' earlier maps-then-runs form), and the
-work split never depends on the thread count (gu, gb are summed in a fixed order). Only the fast case comes here (``eligible``): time-major contiguous arrays (batch-first with B = 1 is
-the same memory), every sequence of full length; anything else takes the general kernels.
+work split never depends on the thread count (gu, gb are summed in a fixed order). Only the fast case comes here
+(``eligible``): time-major contiguous arrays (batch-first with B = 1 is the same memory), every sequence of full
+length; anything else takes the general kernels.
 """
 
 from pathlib import Path

@@ -23,8 +23,9 @@ segment starts carry extra rounding. Subnormal map coefficients and carries are 
 
 With B x H dividing 16 (below it), full-length contiguous time-major arrays, ``indrnn_core.cpu.narrow``'s lanes
 kernels run the same segments in two passes over the data, 64 (segment, column) lanes at a time through
-transposed tiles; the loops here handle every other case. Measured on a 2-core Xeon (BENCHMARKS.md): the scan beats the sequential kernels at H=1 but not at
-H >= 16, where it reads the data twice; ``indrnn_core.time_parallel``'s automatic rule follows the measurements.
+transposed tiles; the loops here handle every other case. Measured on a 2-core Xeon (BENCHMARKS.md): the scan
+beats the sequential kernels at H=1 but not at H >= 16, where it reads the data twice;
+``indrnn_core.time_parallel``'s automatic rule follows the measurements.
 """
 
 import numpy as np
