@@ -366,9 +366,10 @@ def _lanes_forward_fix(x, lu, lb, base, stride, step, seg, act, state, out):
 
 
 @njit(inline="always")
-def _backward_rows_with(df, gt, ht, n, st, one, tiny):
+def _backward_rows_with(df, gt, ht, n, st, one, tiny, with_map):
     """BPTT down rows n-1..0, in place (gt: grad_h in, gx out); ht row i + 1 holds the h of the tile's row i, row
-    i the h before it. st rows: carry, u, A (the lanes' map coefficient: the product of u * act')."""
+    i the h before it. st rows: carry, u, and with ``with_map`` (pass 1 only: pass 2 needs no map) A, the lanes'
+    map coefficient: the product of u * act'."""
     for ii in range(n):
         i = n - 1 - ii
         for l in range(LANES):
@@ -376,7 +377,8 @@ def _backward_rows_with(df, gt, ht, n, st, one, tiny):
             v = (gt[i, l] + st[0, l]) * d
             gt[i, l] = v
             st[0, l] = A.flush_subnormal(v * st[1, l], tiny)  # (subnormal carries: _activations.flush_subnormal)
-            st[2, l] = A.flush_subnormal(st[2, l] * d * st[1, l], tiny)
+            if with_map:
+                st[2, l] = A.flush_subnormal(st[2, l] * d * st[1, l], tiny)
 
 
 @njit(inline="always")
@@ -409,7 +411,7 @@ def _backward_first_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first,
         n = seg - t * TILE - i0
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, gt_flat, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, ht_flat)
-        _backward_rows_with(df, gt, ht, n, st, one, tiny)
+        _backward_rows_with(df, gt, ht, n, st, one, tiny, True)
         _sums_rows(gt, ht, n, acc)
         _tile_out(gt, gt_flat, base, l0, i0, stride, n, step, gx)
 
@@ -458,7 +460,7 @@ def _backward_fix_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, g
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, gt_flat, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, ht_flat)
         _tile_in(gx, base, l0, i0, stride, n, step, pt, pt_flat, 0)
-        _backward_rows_with(df, gt, ht, n, st, one, tiny)
+        _backward_rows_with(df, gt, ht, n, st, one, tiny, False)
         met = True
         for ii in range(n):
             i = n - 1 - ii
