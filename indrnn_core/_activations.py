@@ -89,3 +89,19 @@ def flush_subnormal(v, tiny):
     took 79 ms against 12 ms flushed (one thread). Its contribution there is below any rounding of the sums it
     feeds."""
     return v * (tiny - tiny) if abs(v) < tiny else v  # tiny - tiny: 0 in v's dtype (see relu)
+
+
+# ---- the time-parallel kernels' composed maps (CPU and CUDA) ------------------------------------------------------
+@njit(inline="always")
+def map_ok(kk, mm, lo, hi):
+    """Whether a segment's composed forward map ``h -> clip(k*h + m, lo, hi)`` can be applied: k and m finite, the
+    bounds not NaN. With |u| > 1 the coefficients grow like |u|**steps and overflow (to inf, and inf*0 or inf - inf
+    to NaN) even where the chain itself stays small (a relu clipping it, or zeros); such a segment's end is then
+    walked with the step formula instead (the scan kernels' boundaries)."""
+    return math.isfinite(kk) and math.isfinite(mm) and not (math.isnan(lo) or math.isnan(hi))
+
+
+@njit(inline="always")
+def carry_map_ok(a, m):
+    """``map_ok`` for a backward map ``carry -> A*carry + M``."""
+    return math.isfinite(a) and math.isfinite(m)

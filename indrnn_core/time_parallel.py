@@ -16,8 +16,15 @@ segment in parallel from its known start (``indrnn_core.cpu.scan``, ``indrnn_cor
 Accuracy: each segment's start comes from a composed map instead of the step-by-step chain, so results equal the
 sequential kernels' within float rounding (each uses O(T) roundings per column) when the composed maps stay
 bounded. With ``|u| > 1`` the maps' coefficients grow like ``|u|**segment_length`` while a relu's clipping can keep
-``h`` small: rounding is then amplified by that factor, and past the dtype's range the maps overflow. The automatic
-rule therefore takes the time-parallel kernels only while ``max|u| ** T <= MAX_GROWTH``.
+``h`` small: rounding is then amplified by that factor. The automatic rule therefore takes the time-parallel
+kernels only while ``max|u| ** T <= MAX_GROWTH``.
+
+Overflow: past the dtype's range a map's coefficients become inf (and inf*0 or inf - inf NaN) even where the
+chain stays finite. A segment whose map is not ``_activations.map_ok`` / ``carry_map_ok`` gets its end from the
+step formula instead, walked serially in the boundaries phase, so ``time_parallel=True`` never trades a finite
+chain for inf or NaN. The lanes kernels stop that walk where it meets their pass-1 chain (for relu usually within
+a few steps); the general CPU and the CUDA scans walk the whole segment, which at worst (every map overflowing)
+adds a sequential pass.
 """
 
 import math

@@ -27,6 +27,9 @@ from indrnn_core.testing import nan_like
 
 ROUNDINGS_PER_STEP = 8  # C above
 CPU = types.SimpleNamespace(kind="cpu", put=lambda a: a, get=lambda a: a)  # conftest's Device("cpu"), unparametrised
+CUDA = types.SimpleNamespace(  # conftest's Device("cuda"), unparametrised (the simulator without a GPU)
+    kind="cuda", put=lambda a: None if a is None else numba.cuda.to_device(np.ascontiguousarray(a)),
+    get=lambda a: None if a is None else a.copy_to_host())
 
 
 @pytest.fixture(autouse=True)
@@ -344,6 +347,56 @@ def test_lanes_kernels_propagate_nan_and_inf_as_the_sequential_kernels_do(narrow
         err = np.abs(a[finite].astype(np.float64) - s[finite]).max(initial=0.0)
         scale = 1.0 + np.abs(s[finite]).max(initial=0.0) * (T if name in ("gu", "gb") else 1)
         assert err / scale <= tolerance(np.float32, T, against_kernels=True), name
+
+def overflowing_problem(T, B, H, u_value, seed):
+    """float32, |u| = 8 with relu: the chains stay finite (runs of 50 steps of x = 1e-30, which grow h by 8x a
+    step up to ~1e15, then 20 steps of x = -1e20, which clip it to 0; grad_h ~ 1e-30), but a segment's composed
+    map overflows: k = u**steps is inf past 42 steps, and so is the backward's A over 43 live steps."""
+    rng = np.random.default_rng(seed)
+    period = np.arange(T) % 70
+    x = np.where(period < 50, 1e-30, -1e20)[:, None, None] * np.ones((T, B, H))
+    p = dict(x=x, u=np.full(H, u_value), b=np.zeros(H), h0=np.zeros((B, H)),
+             grad_h=rng.uniform(-1, 1, (T, B, H)) * 1e-30, grad_hn=rng.uniform(-1, 1, (B, H)) * 1e-30)
+    return {k: v.astype(np.float32) for k, v in p.items()}
+
+
+# id: (T, B, H, path); every segment spans over 42 steps. "lanes": ``narrow``'s lanes kernels; "scan": the general
+# scan loops (lockstep segments at H < 8, row order from 8); "cuda": the CUDA scan in the simulator.
+OVERFLOW_CASES = {
+    "lanes-H1": (9000, 1, 1, "lanes"),
+    "lanes-H4": (2165, 1, 4, "lanes"),
+    "scan-H1": (9000, 1, 1, "scan"),
+    "scan-H3": (3000, 1, 3, "scan"),
+    "scan-B2-H9": (600, 2, 9, "scan"),
+}
+
+
+@pytest.mark.parametrize("u_value", [8.0, -8.0], ids=["u=8", "u=-8"])
+@pytest.mark.parametrize("case", [*OVERFLOW_CASES, "cuda"])
+def test_overflowing_maps_give_way_to_the_step_formula(monkeypatch, case, u_value, request):
+    """With |u| > 1 a segment's composed map overflows (inf coefficients, and NaN from inf*0) where the chain
+    itself stays finite: the boundaries then walk that segment with the step formula. ``time_parallel=True`` gives
+    the sequential kernels' results (the starts exact, so h bit for bit on the CPU), never inf or NaN."""
+    T, B, H, path = (200, 1, 2, "cuda") if case == "cuda" else OVERFLOW_CASES[case]
+    device = CUDA if path == "cuda" else CPU
+    if path == "lanes":
+        request.getfixturevalue("narrow_paths")
+    monkeypatch.setattr(tp, "CUDA_SEGMENT", 46)
+    p = overflowing_problem(T, B, H, u_value, seed=21)
+    opts = dict(activation="relu", batch_first=False, reverse=False, lengths=None)
+    with np.errstate(over="ignore", invalid="ignore"):  # the simulator's scalars warn as the maps overflow
+        got = run(device, p, opts, True)
+        want = run(device, p, opts, False)
+    if path == "lanes":
+        assert "lanes_forward_into" in request.getfixturevalue("narrow_paths")
+    for name, a, s in zip(("h", "final state", "gx", "gu", "gb", "gh0"), got, want):
+        assert np.isfinite(s).all(), f"{name}: the problem is meant to stay finite"
+        scale = 1.0 + np.abs(s).max(initial=0.0) * (T if name in ("gu", "gb") else 1)
+        n = T * B if name in ("gu", "gb") else T
+        assert_close(f"{name} vs sequential kernels", a, s, np.float32, n, scale=scale, against_kernels=True)
+    if path != "cuda":
+        assert np.array_equal(got[0], want[0]), "h: the walked starts are the sequential chain's own"
+
 
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_any_strides_and_read_only_inputs_cpu(batch_first):

@@ -662,7 +662,7 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
     init[:C] = cur
     _lanes_forward_first(xf, lu, lb, base, stride, step, seg, act, init, mk, mm, mlo, mhi, of)
     state = np.empty(n, u.dtype)
-    _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C)
+    _boundaries_forward(act, xf, lu, lb, base, stride, seg, mk, mm, mlo, mhi, of, state, cur, G, C)
     _lanes_forward_fix(xf, lu, lb, base, stride, step, seg, act, state, of)
     # the tail: visits G*seg .. T-1, serially, from the state after the last segment
     _tail_forward(act, xf, _per_column(u, B), _per_column(b, B), of, cur, G * seg, T, C, bool(reverse))
@@ -671,12 +671,32 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
 
 
 @njit(cache=True)
-def _boundaries_forward(mk, mm, mlo, mhi, state, cur, G, C):
+def _boundaries_forward(act, x, lu, lb, base, stride, seg, mk, mm, mlo, mhi, out, state, cur, G, C):
+    """Each lane's true start, in visit order. Segment 0's pass 1 started from h0, so its provisional end is the
+    true one; a map that is not ``map_ok`` (overflowed) gives way to a walk."""
     for g in range(G):
         for c in range(C):
             l = g * C + c
             state[l] = cur[c]
-            cur[c] = _apply_map(mk[l], mm[l], mlo[l], mhi[l], cur[c])
+            if g == 0:
+                cur[c] = out[base[l] + (seg - 1) * stride]
+            elif A.map_ok(mk[l], mm[l], mlo[l], mhi[l]):
+                cur[c] = _apply_map(mk[l], mm[l], mlo[l], mhi[l], cur[c])
+            else:
+                cur[c] = _walk_lane_forward(act, x, lu[l], lb[l], base[l], stride, seg, out, cur[c])
+
+
+@njit(inline="always")
+def _walk_lane_forward(act, x, u, b, first, stride, seg, out, h):
+    """The lane's h after its segment, from ``h``, by the step formula, until it meets the provisional chain in
+    ``out`` (whose end is then the answer; nothing is written)."""
+    one = x.dtype.type(1)
+    for i in range(seg):
+        o = first + i * stride
+        h = A.activate(x[o] + u * h + b, act, one)
+        if h == out[o]:
+            return out[first + (seg - 1) * stride]
+    return h
 
 
 @njit(cache=True)
@@ -714,21 +734,42 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
     part_u, part_b = np.empty(n), np.empty(n)
     _lanes_backward_first(gf, hf, xf, lu, base, stride, step, seg, act, init, first, ma, mm, part_u, part_b)
     carry = np.empty(n, u.dtype)
-    _boundaries_backward(ma, mm, carry, cur, G, C)
+    _boundaries_backward(act, gf, hf, xf, lu, base, stride, seg, ma, mm, carry, cur, G, C)
     gh0[...] = cur.reshape(B, H)
     _lanes_backward_fix(gf, hf, xf, lu, base, stride, step, seg, act, carry, first, part_u, part_b)
     _sum_lanes(tail_u, tail_b, part_u, part_b, G, C, B, H, gu, gb)
 
 
 @njit(cache=True)
-def _boundaries_backward(ma, mm, carry, cur, G, C):
+def _boundaries_backward(act, grad_h, h, gx, lu, base, stride, seg, ma, mm, carry, cur, G, C):
     """The carry into each lane (latest segment first); the last segment's pass 1 started from its true carry, so
-    its ``mm`` is the true carry out of it."""
+    its ``mm`` is the true carry out of it. A map that is not ``carry_map_ok`` (overflowed) gives way to a walk."""
     for g in range(G - 1, -1, -1):
         for c in range(C):
             l = g * C + c
             carry[l] = cur[c]
-            cur[c] = mm[l] if g == G - 1 else ma[l] * cur[c] + mm[l]
+            if g == G - 1:
+                cur[c] = mm[l]
+            elif A.carry_map_ok(ma[l], mm[l]):
+                cur[c] = ma[l] * cur[c] + mm[l]
+            else:
+                cur[c] = _walk_lane_backward(act, grad_h, h, gx, lu[l], base[l], stride, seg, mm[l], cur[c])
+
+
+@njit(inline="always")
+def _walk_lane_backward(act, grad_h, h, gx, u, first, stride, seg, carry_out, carry):
+    """The carry out of the lane's segment (after its first visit), entering its last visit with ``carry``, by the
+    step formulas, until gx meets the provisional gx (the provisional carry out ``carry_out`` is then the answer;
+    nothing is written)."""
+    one = h.dtype.type(1)
+    tiny = h.dtype.type(np.finfo(h.dtype).tiny)
+    for i in range(seg - 1, -1, -1):
+        o = first + i * stride
+        v = (grad_h[o] + carry) * A.derivative_from_output(h[o], act, one)
+        if v == gx[o]:
+            return carry_out
+        carry = A.flush_subnormal(v * u, tiny)
+    return carry
 
 
 @njit(cache=True)

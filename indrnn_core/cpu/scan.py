@@ -11,7 +11,9 @@ Three phases per call, for every sequence at once:
 1. maps (``prange`` over work items): each segment's composed map, per hidden unit: forward ``h -> clip(k*h + m,
    lo, hi)`` (relu; identity: ``k*h + m``), backward ``carry -> A*carry + M``;
 2. boundaries (serial, O(G*H) per sequence): each segment's start, by applying the maps in visit order (forward)
-   or reverse visit order (backward, after the tail), plus the tail;
+   or reverse visit order (backward, after the tail), plus the tail; a map that overflowed (``|u| > 1``;
+   ``_activations.map_ok``) is replaced by walking its segment with the step formula (``_walk_forward``,
+   ``_walk_backward``);
 3. runs (``prange``): every segment runs the sequential kernels' own step formulas from its start.
 
 A work item is up to ``K = max(1, lane_elements // H)`` consecutive segments of one sequence. With a short row
@@ -249,6 +251,16 @@ def _forward_item(relu, phase, x, u, b, n, L, reverse, seg, g0, g1, mk, mm, mlo,
         _fserial_tm_id(x, u, b, n, L, reverse, g0, g1, state[0, 0], out)
 
 
+@njit
+def _walk_forward(act, x, u, b, n, L, reverse, s0, s1, j, h):
+    """h after visits s0..s1-1 of sequence n, unit j, from ``h``, by the sequential kernels' step formula (nothing
+    written): a segment's end where its map is not ``A.map_ok``."""
+    one = u.dtype.type(1)
+    for s in range(s0, s1):
+        h = A.activate(x[_time(s, L, reverse), n, j] + u[j] * h + b[j], act, one)
+    return h
+
+
 @njit(cache=True, parallel=True)
 def forward(x, u, b, h0, lengths, reverse, act, out, final, write_final, groups, lane_elements,
             min_segment):
@@ -274,7 +286,11 @@ def forward(x, u, b, h0, lengths, reverse, act, out, final, write_final, groups,
         for g in range(G):
             for j in range(H):
                 state[n, g, j] = tail[0, 0, j]
-                tail[0, 0, j] = _apply_map(mk[n, g, j], mm[n, g, j], mlo[n, g, j], mhi[n, g, j], tail[0, 0, j])
+                if A.map_ok(mk[n, g, j], mm[n, g, j], mlo[n, g, j], mhi[n, g, j]):
+                    tail[0, 0, j] = _apply_map(mk[n, g, j], mm[n, g, j], mlo[n, g, j], mhi[n, g, j], tail[0, 0, j])
+                else:
+                    tail[0, 0, j] = _walk_forward(act, x, u, b, n, L, reverse, g * seg, (g + 1) * seg, j,
+                                                  tail[0, 0, j])
         _forward_item(relu, 2, x, u, b, n, L, reverse, 0, G * seg, L, mk, mm, mlo, mhi, tail, out)
     for w in prange(items.shape[0]):  # 3. every segment from its start
         n = items[w, 0]
@@ -469,6 +485,19 @@ def _backward_tail_item(act, grad_h, h, u, h0, gx, n, L, reverse, s_lo, carry, t
         _btail_tm_id(grad_h, h, u, h0, gx, n, L, reverse, s_lo, carry, tail_u, tail_b)
 
 
+@njit
+def _walk_backward(act, grad_h, h, u, n, L, reverse, s0, s1, j, carry):
+    """The carry out of visits s1-1 down to s0 of sequence n, unit j, entering with ``carry``, by the sequential
+    kernels' formulas (nothing written): where a segment's map is not ``A.carry_map_ok``."""
+    one = u.dtype.type(1)
+    tiny = u.dtype.type(np.finfo(u.dtype).tiny)
+    for s in range(s1 - 1, s0 - 1, -1):
+        t = _time(s, L, reverse)
+        gv = (grad_h[t, n, j] + carry) * A.derivative_from_output(h[t, n, j], act, one)
+        carry = A.flush_subnormal(gv * u[j], tiny)
+    return carry
+
+
 @njit(cache=True, parallel=True)
 def backward(grad_h, h, u, h0, lengths, reverse, act, grad_hn, gx, gu, gb, gh0, groups, lane_elements,
              min_segment):
@@ -494,7 +523,10 @@ def backward(grad_h, h, u, h0, lengths, reverse, act, grad_hn, gx, gu, gb, gh0, 
         for g in range(G - 1, -1, -1):
             for j in range(H):
                 carry[n, g, j] = c[j]
-                c[j] = A.flush_subnormal(ma[n, g, j] * c[j] + mm[n, g, j], tiny)
+                if A.carry_map_ok(ma[n, g, j], mm[n, g, j]):
+                    c[j] = A.flush_subnormal(ma[n, g, j] * c[j] + mm[n, g, j], tiny)
+                else:
+                    c[j] = _walk_backward(act, grad_h, h, u, n, L, reverse, g * seg, (g + 1) * seg, j, c[j])
         for j in range(H):
             gh0[n, j] = c[j]  # after segment 0 (or the tail when there are no segments): dL/dh0
     for w in prange(items.shape[0]):  # 3. every segment from its carry

@@ -7,7 +7,8 @@ visits (the last one shorter). Three launches per direction, then (backward) the
 1. maps: each (segment, unit) thread composes its segment's map (forward ``clip(k*h + m, lo, hi)``, backward
    ``A*carry + M``) into a workspace;
 2. boundaries: each (sequence, unit) thread applies the maps in order, writing every segment's start (and
-   the padding, the empty sequences' final state, backward ``gh0``);
+   the padding, the empty sequences' final state, backward ``gh0``); a map that overflowed (|u| > 1) is replaced
+   by walking its segment with the step formula (``_activations.map_ok``);
 3. runs: each (segment, unit) thread runs the sequential kernel's step formula from its start.
 Backward's per-segment partial sums of ``gu``/``gb`` are summed per unit in a fixed order (sequences ascending,
 segments ascending): deterministic, no atomics. The segment count depends on ``L`` and the config only.
@@ -18,7 +19,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .._activations import ACT_RELU, activate, derivative_from_output
+from .._activations import ACT_RELU, activate, carry_map_ok, derivative_from_output, map_ok
 from .. import time_parallel as tp
 from . import _launch, config
 from .recurrence import _load, _placeholder, _store, _visit_time
@@ -77,9 +78,10 @@ def _forward_maps_kernel(x, u, bias, has_bias, lengths, has_lengths, reverse, ac
 
 
 @cuda.jit
-def _forward_bounds_kernel(maps, h0, has_h0, lengths, has_lengths, batch_first, seg, starts, out, final,
-                           has_final):
-    """Per (sequence, unit): every segment's start state; the padding; an empty sequence's final state."""
+def _forward_bounds_kernel(maps, x, u, bias, has_bias, h0, has_h0, lengths, has_lengths, reverse, act, batch_first,
+                           seg, starts, out, final, has_final):
+    """Per (sequence, unit): every segment's start state; the padding; an empty sequence's final state. A map that
+    is not ``map_ok`` (overflowed, |u| > 1) gives way to the segment's steps, walked by the step formula."""
     B, G, H = maps.shape[1], maps.shape[2], maps.shape[3]
     i = cuda.grid(1)
     if i >= B * H:
@@ -88,14 +90,23 @@ def _forward_bounds_kernel(maps, h0, has_h0, lengths, has_lengths, batch_first, 
     T = out.shape[1] if batch_first else out.shape[0]
     length = lengths[n] if has_lengths else T
     zero = out.dtype.type(0)
+    one = out.dtype.type(1)
     state = h0[n, j] if has_h0 else zero
     for g in range((length + seg - 1) // seg):
         starts[n, g, j] = state
-        y = maps[0, n, g, j] * state + maps[1, n, g, j]
-        if y < maps[2, n, g, j]:  # written with comparisons so that NaN propagates
-            y = maps[2, n, g, j]
-        if y > maps[3, n, g, j]:
-            y = maps[3, n, g, j]
+        if map_ok(maps[0, n, g, j], maps[1, n, g, j], maps[2, n, g, j], maps[3, n, g, j]):
+            y = maps[0, n, g, j] * state + maps[1, n, g, j]
+            if y < maps[2, n, g, j]:  # written with comparisons so that NaN propagates
+                y = maps[2, n, g, j]
+            if y > maps[3, n, g, j]:
+                y = maps[3, n, g, j]
+        else:
+            y = state
+            uj = u[j]
+            bj = bias[j] if has_bias else zero
+            s0, s1 = _bounds(g, seg, length)
+            for s in range(s0, s1):
+                y = activate(_load(x, batch_first, _visit_time(s, length, reverse), n, j) + uj * y + bj, act, one)
         state = y
     for s in range(length, T):
         _store(out, batch_first, s, n, j, zero)
@@ -155,8 +166,10 @@ def _backward_maps_kernel(grad_h, h, u, lengths, has_lengths, reverse, act, batc
 
 
 @cuda.jit
-def _backward_bounds_kernel(maps, lengths, has_lengths, batch_first, seg, grad_hn, has_grad_hn, carries, gx, gh0):
-    """Per (sequence, unit): the carry entering each segment (from its last visit), dL/dh0, the padding."""
+def _backward_bounds_kernel(maps, grad_h, h, u, lengths, has_lengths, reverse, act, batch_first, seg, grad_hn,
+                            has_grad_hn, carries, gx, gh0):
+    """Per (sequence, unit): the carry entering each segment (from its last visit), dL/dh0, the padding. A map
+    that is not ``carry_map_ok`` (overflowed) gives way to the segment's steps, walked by the step formulas."""
     B, G, H = maps.shape[1], maps.shape[2], maps.shape[3]
     i = cuda.grid(1)
     if i >= B * H:
@@ -165,10 +178,20 @@ def _backward_bounds_kernel(maps, lengths, has_lengths, batch_first, seg, grad_h
     T = gx.shape[1] if batch_first else gx.shape[0]
     length = lengths[n] if has_lengths else T
     zero = gx.dtype.type(0)
+    one = gx.dtype.type(1)
     carry = grad_hn[n, j] if has_grad_hn else zero
     for g in range((length + seg - 1) // seg - 1, -1, -1):
         carries[n, g, j] = carry
-        carry = maps[0, n, g, j] * carry + maps[1, n, g, j]
+        if carry_map_ok(maps[0, n, g, j], maps[1, n, g, j]):
+            carry = maps[0, n, g, j] * carry + maps[1, n, g, j]
+        else:
+            uj = u[j]
+            s0, s1 = _bounds(g, seg, length)
+            for s in range(s1 - 1, s0 - 1, -1):
+                t = _visit_time(s, length, reverse)
+                gv = (_load(grad_h, batch_first, t, n, j) + carry) * derivative_from_output(
+                    _load(h, batch_first, t, n, j), act, one)
+                carry = gv * uj
     gh0[n, j] = carry
     for s in range(length, T):
         _store(gx, batch_first, s, n, j, zero)
@@ -268,8 +291,8 @@ def forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final=Non
     _launch.launch(_forward_maps_kernel, blocks, tpb, stream,
                    (x, u, b, has_b, d_lengths, has_lengths, reverse, act, batch_first, seg, maps), u.dtype, ctx)
     _launch.launch(_forward_bounds_kernel, *_grid(B * H), stream,
-                   (maps, h0, has_h0, d_lengths, has_lengths, batch_first, seg, starts, out, final, has_final),
-                   u.dtype, ctx)
+                   (maps, x, u, b, has_b, h0, has_h0, d_lengths, has_lengths, reverse, act, batch_first, seg, starts,
+                    out, final, has_final), u.dtype, ctx)
     _launch.launch(_forward_run_kernel, blocks, tpb, stream,
                    (x, u, b, has_b, d_lengths, has_lengths, reverse, act, batch_first, seg, starts, out, final,
                     has_final), u.dtype, ctx)
@@ -294,8 +317,8 @@ def backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn,
         _launch.launch(_backward_maps_kernel, blocks, tpb, stream,
                        (grad_h, h, u, d_lengths, has_lengths, reverse, act, batch_first, seg, maps), u.dtype, ctx)
         _launch.launch(_backward_bounds_kernel, *_grid(B * H), stream,
-                       (maps, d_lengths, has_lengths, batch_first, seg, grad_hn, has_grad_hn, carries, gx, gh0),
-                       u.dtype, ctx)
+                       (maps, grad_h, h, u, d_lengths, has_lengths, reverse, act, batch_first, seg, grad_hn,
+                        has_grad_hn, carries, gx, gh0), u.dtype, ctx)
         _launch.launch(_backward_run_kernel, blocks, tpb, stream,
                        (grad_h, h, u, h0, has_h0, d_lengths, has_lengths, reverse, act, batch_first, seg, carries,
                         gx, part), u.dtype, ctx)
