@@ -281,12 +281,13 @@ def test_narrow_kernels_match_reference_and_general_kernels(narrow_paths, monkey
                          against_kernels=True)
 
 
-def test_generated_rows_kernels_are_up_to_date():
-    """``cpu/_narrow_rows.py`` is ``narrow``'s templates expanded: regenerate it after editing them."""
+def test_generated_narrow_kernels_are_up_to_date():
+    """``cpu/_narrow_generated.py`` is ``narrow``'s templates expanded: regenerate it after editing them."""
     from indrnn_core.cpu import narrow
 
     assert narrow.GENERATED_MODULE.read_text() == narrow.generated_source(), (
-        'cpu/_narrow_rows.py is stale: python -c "from indrnn_core.cpu import narrow; narrow.write_generated_module()"')
+        'cpu/_narrow_generated.py is stale: '
+        'python -c "from indrnn_core.cpu import narrow; narrow.write_generated_module()"')
 
 
 def test_narrow_kernels_do_not_depend_on_thread_count(narrow_paths):

@@ -55,26 +55,32 @@ def _expand(template: str, names: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-GENERATED_MODULE = Path(__file__).with_name("_narrow_rows.py")
+GENERATED_MODULE = Path(__file__).with_name("_narrow_generated.py")
 
 
 def generated_source() -> str:
-    """The text of ``_narrow_rows.py``: the rows templates below expanded for every activation. A file (not code
-    made at run time) so that Numba caches the compiled kernels as it does the others: compiling the eight of them
-    took ~20 s in every process before. ``write_generated_module`` rewrites it; a test checks that it is up to
-    date."""
-    parts = ['"""The rows kernels of ``indrnn_core.cpu.narrow``, generated from its templates by\n'
-             '``narrow.write_generated_module()``: do not edit (a test checks that this file is up to date)."""\n\n'
-             "import numpy as np\nfrom numba import njit, prange\n\nfrom .. import _activations as A\n"]
-    for template in (_ROWS_FORWARD, _ROWS_BACKWARD):
+    """The text of ``_narrow_generated.py``: the rows templates and the lanes kernels' pass-1 templates below,
+    expanded for every activation. A file (not code made at run time) so that Numba caches the compiled kernels as
+    it does the others: compiling the eight rows kernels took ~20 s in every process before.
+    ``write_generated_module`` rewrites it; a test checks that it is up to date."""
+    parts = ['"""The rows kernels and the lanes kernels\' pass 1 of ``indrnn_core.cpu.narrow``, generated from its\n'
+             'templates by ``narrow.write_generated_module()``: do not edit (a test checks that this file is up to\n'
+             'date)."""\n\n'
+             "import numpy as np\nfrom numba import njit, prange\n\nfrom .. import _activations as A\n"
+             "from .narrow import (_compose_identity_lanes, _compose_relu_lanes, _compose_relu_positive, _h_tile_in,"
+             " _tile_in,\n                     _tile_out)\n"]
+    for template in (_ROWS_FORWARD, _ROWS_BACKWARD, _LANES_BACKWARD_FIRST):
         for act, name in _ACTIVATION_NAMES.items():
-            names = {"act": name, "f": f"A.{name}", "df": f"A.{name}_derivative"}
+            names = {"act": name, "f": f"A.{name}", "df": f"A.{name}_derivative", "TILE": str(FIRST_TILE)}
             parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(template, names).rstrip() + "\n")
+    for kind, (f, compose) in _FORWARD_KINDS.items():
+        names = {"kind": kind, "f": f, "compose": compose, "TILE": str(FIRST_TILE)}
+        parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(_LANES_FORWARD_FIRST, names).rstrip() + "\n")
     return "".join(parts)
 
 
 def write_generated_module() -> None:
-    """Rewrite ``_narrow_rows.py`` after a change to the templates:
+    """Rewrite ``_narrow_generated.py`` after a change to the templates:
     ``python -c "from indrnn_core.cpu import narrow; narrow.write_generated_module()"``."""
     GENERATED_MODULE.write_text(generated_source())
 
@@ -82,27 +88,21 @@ def write_generated_module() -> None:
 class _WithSLP:
     """A dispatcher whose compilations run LLVM's SLP vectoriser (Numba leaves it off by default, and reads the
     setting when it builds a module's passes): it is what turns the W copies of a statement into vector
-    instructions. Calls after the first (per signature) just dispatch."""
+    instructions. The setting is on around every call (two attribute writes; working out whether the call will
+    compile costs more)."""
 
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
-        self._compiled = set()
 
     def __call__(self, *args):
-        from numba import typeof
         from numba.core import config
 
-        key = tuple(typeof(a) for a in args)
-        if key in self._compiled:
-            return self.dispatcher(*args)
         old = config.SLP_VECTORIZE
         config.SLP_VECTORIZE = 1
         try:
-            result = self.dispatcher(*args)
+            return self.dispatcher(*args)
         finally:
             config.SLP_VECTORIZE = old
-        self._compiled.add(key)
-        return result
 
 
 # ---- rows: sequential, 16 consecutive columns per block -------------------------------------------------------
@@ -170,6 +170,103 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
         part_b[c0 + {w}] = pb{w}
 """
 
+# ---- lanes, pass 1: generated like the rows kernels, W lanes per block --------------------------------------------
+# A block of W lanes keeps its lanes' state in scalar variables (registers, vectorised by SLP) and runs the step
+# formulas down a [FIRST_TILE, W] tile. Measured against the 64-lane form below (state in an array), AMD EPYC, one
+# thread, T = 10^6, B = H = 1: the forward's pass 1 took 0.63x the time. Two things: the state's round trip through
+# memory at every step is gone (it bounded the loop by stores), and a block reads 16 segments at a time instead of
+# 64, which the caches' prefetchers follow (the transposed copies alone took 0.63x at 16 lanes x 64 visits than at
+# 64 x 32; huge pages, which spare the TLB the 64 streams, gave only 0.8x). With one vector per row the chains'
+# latency is no longer hidden by other lanes, but once the state stays in registers a step is as fast as its
+# arithmetic allows anyway.
+FIRST_TILE = 64  # visits per pass-1 tile: a [64, 16] float64 tile is 8 KB
+
+_LANES_FORWARD_FIRST = """
+def lanes_forward_first_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out):
+    for blk in prange(base.shape[0] // {W}):
+        lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, blk * {W})
+
+
+@njit(cache=True)
+def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0):
+    dt = lu.dtype.type
+    zero, one = dt(0), dt(1)
+    tiny = dt(np.finfo(lu.dtype).tiny)
+    if True:
+        tile = np.empty({TILE} * {W}, lu.dtype)
+        u{w} = lu[l0 + {w}]
+        b{w} = lb[l0 + {w}]
+        h{w} = init[l0 + {w}]
+        k{w} = one
+        m{w} = zero
+        lo{w} = dt(-np.inf)
+        hi{w} = dt(np.inf)
+        for i0 in range(0, seg, {TILE}):
+            n = min({TILE}, seg - i0)
+            _tile_in(x, base, l0, i0, stride, n, step, tile, {W}, 0)
+            for i in range(n):
+                r = tile[i * {W}:i * {W} + {W}]
+                xv{w} = r[{w}]
+                k{w}, m{w}, lo{w}, hi{w} = {compose}(k{w}, m{w}, lo{w}, hi{w}, u{w}, xv{w} + b{w}, zero, tiny)
+                h{w} = {f}(xv{w} + u{w} * h{w} + b{w}, one)
+                r[{w}] = h{w}
+            _tile_out(tile, {W}, base, l0, i0, stride, n, step, out)
+        mk[l0 + {w}] = k{w}
+        mm[l0 + {w}] = m{w}
+        mlo[l0 + {w}] = lo{w}
+        mhi[l0 + {w}] = hi{w}
+"""
+
+_LANES_BACKWARD_FIRST = """
+def lanes_backward_first_{act}(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b):
+    for blk in prange(base.shape[0] // {W}):
+        lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u,
+                                         part_b, blk * {W})
+
+
+@njit(cache=True)
+def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b,
+                                     l0):
+    dt = lu.dtype.type
+    one = dt(1)
+    tiny = dt(np.finfo(lu.dtype).tiny)
+    if True:
+        gt = np.empty({TILE} * {W}, lu.dtype)
+        ht = np.empty(({TILE} + 1) * {W}, lu.dtype)
+        u{w} = lu[l0 + {w}]
+        cy{w} = init[l0 + {w}]
+        a{w} = one
+        pu{w} = 0.0
+        pb{w} = 0.0
+        for t in range((seg + {TILE} - 1) // {TILE}):
+            i0 = max(seg - (t + 1) * {TILE}, 0)
+            n = seg - t * {TILE} - i0
+            _tile_in(grad_h, base, l0, i0, stride, n, step, gt, {W}, 0)
+            _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, {W})
+            for ii in range(n):
+                i = n - 1 - ii
+                gr = gt[i * {W}:i * {W} + {W}]
+                hr = ht[i * {W} + {W}:i * {W} + 2 * {W}]
+                hp = ht[i * {W}:i * {W} + {W}]
+                d{w} = {df}(hr[{w}], one)
+                v{w} = (gr[{w}] + cy{w}) * d{w}
+                gr[{w}] = v{w}
+                pu{w} += v{w} * hp[{w}]
+                pb{w} += v{w}
+                cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
+                a{w} = A.flush_subnormal(a{w} * d{w} * u{w}, tiny)
+            _tile_out(gt, {W}, base, l0, i0, stride, n, step, gx)
+        ma[l0 + {w}] = a{w}
+        mm[l0 + {w}] = cy{w}
+        part_u[l0 + {w}] = pu{w}
+        part_b[l0 + {w}] = pb{w}
+"""
+
+# the forward's pass 1 per kind: (step function, map composition)
+_FORWARD_KINDS = {"relu": ("A.relu", "_compose_relu_lanes"), "relu_positive": ("A.relu", "_compose_relu_positive"),
+                  "identity": ("A.identity", "_compose_identity_lanes")}
+
+
 # ---- lanes: the time-parallel phases, LANES (segment, column) lanes per block, through tiles --------------------
 # Lane l is column l % C of segment l // C; ``base[l]`` is the flat index of its first visit, the next visit is
 # ``stride`` further (-C when reversed). A block copies TILE visits of its LANES lanes at a time into a
@@ -190,8 +287,8 @@ def _ix(i):
 
 
 @njit(inline="always")
-def _block_width(tile):
-    return 16 if tile.itemsize == 4 else 8  # transpose_copy's N: the elements of a 64-byte row
+def _block_width(flat):
+    return 16 if flat.itemsize == 4 else 8  # transpose_copy's N: the elements of a 64-byte row
 
 
 @njit(inline="always")
@@ -211,53 +308,57 @@ def _block_copy(unit, src, s0, s_step, dst, d0, d_step):
 # unit sizes, both directions), and inlined at every call site of every activation's loop they made LLVM take ~175 s
 # to compile one dtype's lanes backward (23 s now; no slower at run time, measured with compare_revisions).
 @njit(cache=True)
-def _tile_in(src, base, l0, i0, stride, n, step, tile, flat, r0):
-    """tile[r0 + i, l] = src at visit i0 + i of lane l0 + l, for i < n. ``step`` != 0: segment g + 1 starts
-    ``step`` after segment g, and each segment's visits are contiguous rows of C = |stride| columns (descending
-    when reversed), so whole tiles go by transposed blocks whose units are a visit's C columns."""
-    if step != 0 and n == TILE:
+def _tile_in(src, base, l0, i0, stride, n, step, flat, lanes, r0):
+    """Row r0 + i, column l of a tile with ``lanes`` columns (``flat``: its memory, row after row) = src at visit
+    i0 + i of lane l0 + l, for i < n. ``step`` != 0: segment g + 1 starts ``step`` after segment g, and each
+    segment's visits are contiguous rows of C = |stride| columns (descending when reversed), so whole blocks of 16
+    visits go by transposed blocks whose units are a visit's C columns (and the rest element by element)."""
+    done = 0
+    if step != 0:
         C = abs(stride)
-        N = _block_width(tile)
+        N = _block_width(flat)
         R = N // C  # visits (and segments) per block
-        for c0 in range(0, LANES, N):
-            for j0 in range(0, TILE, R):
+        done = n - n % 16  # (16: a multiple of every R)
+        for c0 in range(0, lanes, N):
+            for j0 in range(0, done, R):
                 if stride > 0:
-                    _block_copy(C, src, base[l0 + c0] + (i0 + j0) * C, step, flat, (r0 + j0) * LANES + c0, LANES)
+                    _block_copy(C, src, base[l0 + c0] + (i0 + j0) * C, step, flat, (r0 + j0) * lanes + c0, lanes)
                 else:  # visits descend in memory: the block's first row holds its last visit
                     _block_copy(C, src, base[l0 + c0] - (i0 + j0 + R - 1) * C, step, flat,
-                                (r0 + j0 + R - 1) * LANES + c0, -LANES)
-        return
-    for i in range(n):
+                                (r0 + j0 + R - 1) * lanes + c0, -lanes)
+    for i in range(done, n):
         o = (i0 + i) * stride
-        for l in range(LANES):
-            tile[_ix(r0 + i), _ix(l)] = src[_ix(base[l0 + l] + o)]
+        row = (r0 + i) * lanes
+        for l in range(lanes):
+            flat[_ix(row + l)] = src[_ix(base[l0 + l] + o)]
 
 
 @njit(cache=True)
-def _tile_out(tile, flat, base, l0, i0, stride, n, step, dst):
-    if step != 0 and n == TILE:
+def _tile_out(flat, lanes, base, l0, i0, stride, n, step, dst):
+    """``_tile_in``'s inverse: src at visit i0 + i of lane l0 + l = row i, column l of the tile, for i < n."""
+    done = 0
+    if step != 0:
         C = abs(stride)
-        N = _block_width(tile)
+        N = _block_width(flat)
         R = N // C
-        for c0 in range(0, LANES, N):
-            for j0 in range(0, TILE, R):
+        done = n - n % 16
+        for c0 in range(0, lanes, N):
+            for j0 in range(0, done, R):
                 if stride > 0:
-                    _block_copy(C, flat, j0 * LANES + c0, LANES, dst, base[l0 + c0] + (i0 + j0) * C, step)
+                    _block_copy(C, flat, j0 * lanes + c0, lanes, dst, base[l0 + c0] + (i0 + j0) * C, step)
                 else:
-                    _block_copy(C, flat, (j0 + R - 1) * LANES + c0, -LANES, dst,
+                    _block_copy(C, flat, (j0 + R - 1) * lanes + c0, -lanes, dst,
                                 base[l0 + c0] - (i0 + j0 + R - 1) * C, step)
-        return
     # Lane by lane: each lane's visits are one run of stores (contiguous when stride is 1), 2x faster here than
     # row by row, whose stores each go to another lane's cache line.
-    for l in range(LANES):
+    for l in range(lanes):
         o = base[l0 + l] + i0 * stride
-        col = tile[:, l]
         if stride == 1:
-            for i in range(n):
-                dst[_ix(o + i)] = col[_ix(i)]
+            for i in range(done, n):
+                dst[_ix(o + i)] = flat[_ix(i * lanes + l)]
         else:
-            for i in range(n):
-                dst[_ix(o + i * stride)] = col[_ix(i)]
+            for i in range(done, n):
+                dst[_ix(o + i * stride)] = flat[_ix(i * lanes + l)]
 
 
 @njit(inline="always")
@@ -277,52 +378,6 @@ def _new_tile(rows, dtype):
 # dead (backward), usually within a few steps; other chains meet once their difference rounds away (|u| < 1) or at
 # the segment's end. Pass 2 checks after each tile whether all its block's lanes have met and stops there: with
 # relu it reads about one tile per block (~2% of the data), and at worst it is the former run phase.
-
-
-@njit(inline="always")
-def _first_rows_with(f, compose, tile, n, st, zero, one, tiny):
-    """Down the tile's rows, in place (x in, provisional h out): h = f(x + u*h + b) and the lanes' maps composed
-    with ``compose``; st rows: k, m, lo, hi, u, b, h."""
-    for i in range(n):
-        for l in range(LANES):
-            xv = tile[i, l]
-            k, m, lo, hi = compose(st[0, l], st[1, l], st[2, l], st[3, l], st[4, l], xv + st[5, l], zero, tiny)
-            st[0, l] = k
-            st[1, l] = m
-            st[2, l] = lo
-            st[3, l] = hi
-            v = f(xv + st[4, l] * st[6, l] + st[5, l], one)
-            st[6, l] = v
-            tile[i, l] = v
-
-
-@njit(cache=True, parallel=True)
-def _lanes_forward_first(x, lu, lb, base, stride, step, seg, act, init, mk, mm, mlo, mhi, out):
-    """Pass 1 of the forward: every lane's segment from ``init`` (provisional h into ``out``) and its map."""
-    dt = lu.dtype.type
-    zero, one = dt(0), dt(1)
-    tiny = dt(np.finfo(lu.dtype).tiny)
-    for blk in prange(base.shape[0] // LANES):
-        l0 = blk * LANES
-        tile, tile_flat = _new_tile(TILE, lu.dtype)
-        st = np.empty((7, LANES), lu.dtype)
-        positive = True
-        for l in range(LANES):
-            st[0, l], st[1, l], st[2, l], st[3, l] = one, zero, dt(-np.inf), dt(np.inf)
-            st[4, l], st[5, l], st[6, l] = lu[l0 + l], lb[l0 + l], init[l0 + l]
-            positive = positive and lu[l0 + l] > zero
-        for i0 in range(0, seg, TILE):
-            n = min(TILE, seg - i0)
-            _tile_in(x, base, l0, i0, stride, n, step, tile, tile_flat, 0)
-            if act != A.ACT_RELU:
-                _first_rows_with(A.identity, _compose_identity_lanes, tile, n, st, zero, one, tiny)
-            elif positive:  # (the common case: the papers' u is positive; 5 operations a step fewer)
-                _first_rows_with(A.relu, _compose_relu_positive, tile, n, st, zero, one, tiny)
-            else:
-                _first_rows_with(A.relu, _compose_relu_lanes, tile, n, st, zero, one, tiny)
-            _tile_out(tile, tile_flat, base, l0, i0, stride, n, step, out)
-        for l in range(LANES):
-            mk[l0 + l], mm[l0 + l], mlo[l0 + l], mhi[l0 + l] = st[0, l], st[1, l], st[2, l], st[3, l]
 
 
 @njit(inline="always")
@@ -354,22 +409,21 @@ def _lanes_forward_fix(x, lu, lb, base, stride, step, seg, act, state, out):
             st[0, l], st[1, l], st[2, l] = state[l0 + l], lu[l0 + l], lb[l0 + l]
         for i0 in range(0, seg, TILE):
             n = min(TILE, seg - i0)
-            _tile_in(x, base, l0, i0, stride, n, step, tile, tile_flat, 0)
-            _tile_in(out, base, l0, i0, stride, n, step, prov, prov_flat, 0)
+            _tile_in(x, base, l0, i0, stride, n, step, tile_flat, LANES, 0)
+            _tile_in(out, base, l0, i0, stride, n, step, prov_flat, LANES, 0)
             if act == A.ACT_RELU:
                 met = _fix_rows_with(A.relu, tile, prov, n, st, one)
             else:
                 met = _fix_rows_with(A.identity, tile, prov, n, st, one)
-            _tile_out(tile, tile_flat, base, l0, i0, stride, n, step, out)
+            _tile_out(tile_flat, LANES, base, l0, i0, stride, n, step, out)
             if met:
                 break
 
 
 @njit(inline="always")
-def _backward_rows_with(df, gt, ht, n, st, one, tiny, with_map):
+def _backward_rows_with(df, gt, ht, n, st, one, tiny):
     """BPTT down rows n-1..0, in place (gt: grad_h in, gx out); ht row i + 1 holds the h of the tile's row i, row
-    i the h before it. st rows: carry, u, and with ``with_map`` (pass 1 only: pass 2 needs no map) A, the lanes'
-    map coefficient: the product of u * act'."""
+    i the h before it. st rows: carry, u."""
     for ii in range(n):
         i = n - 1 - ii
         for l in range(LANES):
@@ -377,76 +431,17 @@ def _backward_rows_with(df, gt, ht, n, st, one, tiny, with_map):
             v = (gt[i, l] + st[0, l]) * d
             gt[i, l] = v
             st[0, l] = A.flush_subnormal(v * st[1, l], tiny)  # (subnormal carries: _activations.flush_subnormal)
-            if with_map:
-                st[2, l] = A.flush_subnormal(st[2, l] * d * st[1, l], tiny)
 
 
 @njit(inline="always")
-def _sums_rows(gt, ht, n, acc):
-    """gu, gb partial sums (float64) of the tile's rows n-1..0. A second pass over the tile: the carry loop then
-    runs in the data type alone (the float64 sums narrowed its vectors), and each lane's sums keep their order."""
-    for ii in range(n):
-        i = n - 1 - ii
-        for l in range(LANES):
-            acc[0, l] += gt[i, l] * ht[i, l]
-            acc[1, l] += gt[i, l]
-
-
-@njit(inline="always")
-def _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, ht_flat):
-    """ht rows 1..n: h at visits i0..i0+n-1; row 0: h before visit i0 (``first`` at a segment's start)."""
-    _tile_in(h, base, l0, i0, stride, n, step, ht, ht_flat, 1)
+def _h_tile_in(h, base, l0, i0, stride, n, step, first, ht_flat, lanes):
+    """Tile rows 1..n: h at visits i0..i0+n-1; row 0: h before visit i0 (``first`` at a segment's start)."""
+    _tile_in(h, base, l0, i0, stride, n, step, ht_flat, lanes, 1)
     if i0 > 0:
-        _tile_in(h, base, l0, i0 - 1, stride, 1, 0, ht, ht_flat, 0)
+        _tile_in(h, base, l0, i0 - 1, stride, 1, 0, ht_flat, lanes, 0)
     else:
-        for l in range(LANES):
-            ht[0, l] = first[l0 + l]
-
-
-@njit(inline="always")
-def _backward_first_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht, ht_flat, st, acc,
-                          one, tiny):
-    for t in range((seg + TILE - 1) // TILE):
-        i0 = max(seg - (t + 1) * TILE, 0)
-        n = seg - t * TILE - i0
-        _tile_in(grad_h, base, l0, i0, stride, n, step, gt, gt_flat, 0)
-        _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, ht_flat)
-        _backward_rows_with(df, gt, ht, n, st, one, tiny, True)
-        _sums_rows(gt, ht, n, acc)
-        _tile_out(gt, gt_flat, base, l0, i0, stride, n, step, gx)
-
-
-@njit(cache=True, parallel=True)
-def _lanes_backward_first(grad_h, h, gx, lu, base, stride, step, seg, act, init, first, ma, mm, part_u, part_b):
-    """Pass 1 of the backward: every lane's segment from the carry ``init`` (provisional gx and gu, gb partial sums)
-    and its map ``carry -> ma*carry + mm`` (mm: the carry out of the segment from a zero carry, its ``init`` but
-    where that is the true one, which the boundaries then do not read)."""
-    dt = lu.dtype.type
-    one = dt(1)
-    tiny = dt(np.finfo(lu.dtype).tiny)
-    for blk in prange(base.shape[0] // LANES):
-        l0 = blk * LANES
-        gt, gt_flat = _new_tile(TILE, lu.dtype)
-        ht, ht_flat = _new_tile(TILE + 1, lu.dtype)
-        st = np.empty((3, LANES), lu.dtype)
-        acc = np.zeros((2, LANES))
-        for l in range(LANES):
-            st[0, l], st[1, l], st[2, l] = init[l0 + l], lu[l0 + l], one
-        if act == A.ACT_RELU:
-            _backward_first_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
-                                  ht, ht_flat, st, acc, one, tiny)
-        elif act == A.ACT_TANH:
-            _backward_first_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
-                                  ht, ht_flat, st, acc, one, tiny)
-        elif act == A.ACT_SIGMOID:
-            _backward_first_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt,
-                                  gt_flat, ht, ht_flat, st, acc, one, tiny)
-        else:
-            _backward_first_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt,
-                                  gt_flat, ht, ht_flat, st, acc, one, tiny)
-        for l in range(LANES):
-            ma[l0 + l], mm[l0 + l] = st[2, l], st[0, l]
-            part_u[l0 + l], part_b[l0 + l] = acc[0, l], acc[1, l]
+        for l in range(lanes):
+            ht_flat[l] = first[l0 + l]
 
 
 @njit(inline="always")
@@ -457,10 +452,10 @@ def _backward_fix_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, g
     for t in range((seg + TILE - 1) // TILE):
         i0 = max(seg - (t + 1) * TILE, 0)
         n = seg - t * TILE - i0
-        _tile_in(grad_h, base, l0, i0, stride, n, step, gt, gt_flat, 0)
-        _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, ht_flat)
-        _tile_in(gx, base, l0, i0, stride, n, step, pt, pt_flat, 0)
-        _backward_rows_with(df, gt, ht, n, st, one, tiny, False)
+        _tile_in(grad_h, base, l0, i0, stride, n, step, gt_flat, LANES, 0)
+        _h_tile_in(h, base, l0, i0, stride, n, step, first, ht_flat, LANES)
+        _tile_in(gx, base, l0, i0, stride, n, step, pt_flat, LANES, 0)
+        _backward_rows_with(df, gt, ht, n, st, one, tiny)
         met = True
         for ii in range(n):
             i = n - 1 - ii
@@ -471,7 +466,7 @@ def _backward_fix_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, g
                 acc[1, l] += 0.0 if same else np.float64(gt[i, l]) - np.float64(pt[i, l])
         for l in range(LANES):
             met = met and gt[0, l] == pt[0, l]  # the tile's earliest visit: the chains meet there or earlier
-        _tile_out(gt, gt_flat, base, l0, i0, stride, n, step, gx)
+        _tile_out(gt_flat, LANES, base, l0, i0, stride, n, step, gx)
         if met:
             return
 
@@ -488,10 +483,10 @@ def _lanes_backward_fix(grad_h, h, gx, lu, base, stride, step, seg, act, carry, 
         gt, gt_flat = _new_tile(TILE, lu.dtype)
         ht, ht_flat = _new_tile(TILE + 1, lu.dtype)
         pt, pt_flat = _new_tile(TILE, lu.dtype)
-        st = np.empty((3, LANES), lu.dtype)
+        st = np.empty((2, LANES), lu.dtype)
         acc = np.zeros((2, LANES))
         for l in range(LANES):
-            st[0, l], st[1, l], st[2, l] = carry[l0 + l], lu[l0 + l], one
+            st[0, l], st[1, l] = carry[l0 + l], lu[l0 + l]
         if act == A.ACT_RELU:
             _backward_fix_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
                                 ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
@@ -537,14 +532,13 @@ def _compose_identity_lanes(kk, mm, lo, hi, uj, c, zero, tiny):
 _KERNELS: dict = {}
 
 
-def _kernel(kind: str, act: int):
-    """The rows kernel ``kind`` ("rows_forward" or "rows_backward") for activation code ``act``."""
-    key = (kind, act)
-    if key not in _KERNELS:
-        from . import _narrow_rows
+def _kernel(name: str):
+    """The generated kernel ``name`` (e.g. "rows_forward_relu", "lanes_forward_first_relu_positive")."""
+    if name not in _KERNELS:
+        from . import _narrow_generated
 
-        _KERNELS[key] = _WithSLP(getattr(_narrow_rows, f"{kind}_{_ACTIVATION_NAMES[act]}"))
-    return _KERNELS[key]
+        _KERNELS[name] = _WithSLP(getattr(_narrow_generated, name))
+    return _KERNELS[name]
 
 
 # ---- host side ------------------------------------------------------------------------------------------------
@@ -579,8 +573,9 @@ def rows_forward_into(x, u, b, h0, reverse, act, out, final):
     T, B, H = x.shape
     C = B * H
     fin = np.empty(C, u.dtype)
-    _kernel("rows_forward", act)(_flat(x), _per_column(u, B), _per_column(b, B), np.ascontiguousarray(h0).reshape(-1),
-                                 _flat(out), fin, T, C, bool(reverse))
+    kernel = _kernel(f"rows_forward_{_ACTIVATION_NAMES[act]}")
+    kernel(_flat(x), _per_column(u, B), _per_column(b, B), np.ascontiguousarray(h0).reshape(-1), _flat(out), fin, T, C,
+           bool(reverse))
     if final is not None:
         final[...] = fin.reshape(B, H)
 
@@ -591,9 +586,9 @@ def rows_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0)
     C = B * H
     part_u, part_b = np.empty(C), np.empty(C)
     gh0_flat = np.empty(C, u.dtype)
-    _kernel("rows_backward", act)(_flat(grad_h), _flat(h), _per_column(u, B), np.ascontiguousarray(h0).reshape(-1),
-                                  np.ascontiguousarray(grad_hn).reshape(-1), _flat(gx), part_u, part_b, gh0_flat, T, C,
-                                  bool(reverse))
+    kernel = _kernel(f"rows_backward_{_ACTIVATION_NAMES[act]}")
+    kernel(_flat(grad_h), _flat(h), _per_column(u, B), np.ascontiguousarray(h0).reshape(-1),
+           np.ascontiguousarray(grad_hn).reshape(-1), _flat(gx), part_u, part_b, gh0_flat, T, C, bool(reverse))
     gh0[...] = gh0_flat.reshape(B, H)
     _batch_sum(part_u.reshape(B, H), gu)
     _batch_sum(part_b.reshape(B, H), gb)
@@ -660,7 +655,11 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
     cur = np.ascontiguousarray(h0, dtype=u.dtype).reshape(-1).copy()
     init = np.zeros(n, u.dtype)  # segment 0 starts from h0, which is known; the others from 0 (relu's usual value)
     init[:C] = cur
-    _lanes_forward_first(xf, lu, lb, base, stride, step, seg, act, init, mk, mm, mlo, mhi, of)
+    if act == A.ACT_RELU:  # (u > 0, the papers' case: a map with no upper bound, 5 operations a step fewer)
+        kind = "relu_positive" if bool((u > 0).all()) else "relu"
+    else:
+        kind = "identity"
+    _kernel(f"lanes_forward_first_{kind}")(xf, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, of)
     state = np.empty(n, u.dtype)
     _boundaries_forward(act, xf, lu, lb, base, stride, seg, mk, mm, mlo, mhi, of, state, cur, G, C)
     _lanes_forward_fix(xf, lu, lb, base, stride, step, seg, act, state, of)
@@ -732,7 +731,8 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
         first[C:] = hf[base[C:] - stride]
     ma, mm = np.empty(n, u.dtype), np.empty(n, u.dtype)
     part_u, part_b = np.empty(n), np.empty(n)
-    _lanes_backward_first(gf, hf, xf, lu, base, stride, step, seg, act, init, first, ma, mm, part_u, part_b)
+    _kernel(f"lanes_backward_first_{_ACTIVATION_NAMES[act]}")(gf, hf, xf, lu, base, stride, step, seg, init, first,
+                                                             ma, mm, part_u, part_b)
     carry = np.empty(n, u.dtype)
     _boundaries_backward(act, gf, hf, xf, lu, base, stride, seg, ma, mm, carry, cur, G, C)
     gh0[...] = cur.reshape(B, H)
