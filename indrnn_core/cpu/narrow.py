@@ -7,18 +7,21 @@ work on blocks of independent *lanes* at once, so the compiler vectorises each s
 
 * ``rows`` (sequential, ``C`` a multiple of 16): a lane is a column; a block is ``W = 16`` consecutive columns of a
   row, so each step is one contiguous 64-byte load and store per array; the 16 states are scalar variables (kept in
-  registers, vectorised by LLVM's SLP pass), the code generated from the templates below (``W`` copies of each
-  statement, a function per activation) into ``_narrow_rows.py``, whose compiled kernels Numba caches as it does
-  the others. Blocks run in parallel when there are several.
+  registers, vectorised by LLVM's SLP pass), generated code (below). Blocks run in parallel when there are several.
 * ``lanes`` (time-parallel, ``C`` in 1, 2, 4, 8): a lane is one column of one segment (``indrnn_core.cpu.scan``'s
   segments). Two passes over the data instead of the scan's maps-then-runs (four): pass 1 runs every segment from a
   guessed start, writing its results, and composes the segment's map on the way; the boundaries (serial) give each
   segment's true start; pass 2 reruns each segment from it only until its chain meets the provisional one (see
-  "the lanes kernels' two passes" below). A block of ``LANES = 64`` lanes copies ``TILE`` visits at a time into a
-  [TILE, LANES] tile, one lane per column, and runs the step formulas along the tile's rows. Whole tiles move by
-  transposed blocks through vector shuffles (``_llvm.transpose_copy_<C>``, LLVM intrinsics): a segment's visits
-  are contiguous rows of C columns, so a block of 16 / C segments and 16 / C visits (float32) is a transpose whose
-  units are a visit's C columns. The rest of a segment (under a tile) goes element by element.
+  "the lanes kernels' two passes" below). A block of lanes (pass 1: ``W`` = 16, generated code with the state in
+  registers, like the rows kernels; pass 2: ``LANES`` = 64) copies a tile of visits at a time, one lane per column,
+  and runs the step formulas along the tile's rows. Tiles move by transposed blocks through vector shuffles
+  (``_llvm.transpose_copy_<C>``, LLVM intrinsics): a segment's visits are contiguous rows of C columns, so a block
+  of 16 / C segments and 16 / C visits (float32) is a transpose whose units are a visit's C columns. Visits short of
+  a multiple of 16 go element by element.
+
+The generated code (rows kernels, lanes pass 1) is the templates below expanded, ``W`` copies of each statement
+and a function per activation, in ``_narrow_generated.py``, whose compiled kernels Numba caches as it does the
+others.
 
 Each lane runs the sequential kernels' own step formulas (and, for maps, ``scan``'s composition), so the results
 equal theirs within float rounding (bit for bit those of the lanes kernels' earlier maps-then-runs form), and the
@@ -171,14 +174,16 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
 """
 
 # ---- lanes, pass 1: generated like the rows kernels, W lanes per block --------------------------------------------
-# A block of W lanes keeps its lanes' state in scalar variables (registers, vectorised by SLP) and runs the step
-# formulas down a [FIRST_TILE, W] tile. Measured against the 64-lane form below (state in an array), AMD EPYC, one
-# thread, T = 10^6, B = H = 1: the forward's pass 1 took 0.63x the time. Two things: the state's round trip through
-# memory at every step is gone (it bounded the loop by stores), and a block reads 16 segments at a time instead of
-# 64, which the caches' prefetchers follow (the transposed copies alone took 0.63x at 16 lanes x 64 visits than at
-# 64 x 32; huge pages, which spare the TLB the 64 streams, gave only 0.8x). With one vector per row the chains'
-# latency is no longer hidden by other lanes, but once the state stays in registers a step is as fast as its
-# arithmetic allows anyway.
+# Pass 1 (see "the lanes kernels' two passes" below) reads and writes every element, so it is most of the lanes
+# kernels' time. A block of W lanes keeps their state in scalar variables (registers, vectorised by SLP, as in the
+# rows kernels) and runs the step formulas down a [FIRST_TILE, W] tile. Against the 64-lane form of pass 2 below
+# (state in an array), AMD EPYC (Zen 4), T = 10^6, B = H = 1, alternating in one process: forward 0.86x the time on
+# one thread and 0.81x on two, backward 0.82x and 0.91x; results bit-identical. Why: the state's round trip through
+# memory at every step is gone (stores bounded that loop), and a block reads 16 segments at a time instead of 64,
+# whose streams the caches' prefetchers follow better (the transposed copies alone, 16 lanes x 64 visits: 0.63x the
+# time of 64 lanes x 32 visits). Each block body is a function of its own, called from a small parallel loop:
+# Numba's parallel passes copy a loop's whole body many times: with the body inside, a first forward call (one
+# kernel per phase) compiled in 35 s instead of 16.
 FIRST_TILE = 64  # visits per pass-1 tile: a [64, 16] float64 tile is 8 KB
 
 _LANES_FORWARD_FIRST = """
@@ -192,29 +197,28 @@ def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, m
     dt = lu.dtype.type
     zero, one = dt(0), dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    if True:
-        tile = np.empty({TILE} * {W}, lu.dtype)
-        u{w} = lu[l0 + {w}]
-        b{w} = lb[l0 + {w}]
-        h{w} = init[l0 + {w}]
-        k{w} = one
-        m{w} = zero
-        lo{w} = dt(-np.inf)
-        hi{w} = dt(np.inf)
-        for i0 in range(0, seg, {TILE}):
-            n = min({TILE}, seg - i0)
-            _tile_in(x, base, l0, i0, stride, n, step, tile, {W}, 0)
-            for i in range(n):
-                r = tile[i * {W}:i * {W} + {W}]
-                xv{w} = r[{w}]
-                k{w}, m{w}, lo{w}, hi{w} = {compose}(k{w}, m{w}, lo{w}, hi{w}, u{w}, xv{w} + b{w}, zero, tiny)
-                h{w} = {f}(xv{w} + u{w} * h{w} + b{w}, one)
-                r[{w}] = h{w}
-            _tile_out(tile, {W}, base, l0, i0, stride, n, step, out)
-        mk[l0 + {w}] = k{w}
-        mm[l0 + {w}] = m{w}
-        mlo[l0 + {w}] = lo{w}
-        mhi[l0 + {w}] = hi{w}
+    tile = np.empty({TILE} * {W}, lu.dtype)
+    u{w} = lu[l0 + {w}]
+    b{w} = lb[l0 + {w}]
+    h{w} = init[l0 + {w}]
+    k{w} = one
+    m{w} = zero
+    lo{w} = dt(-np.inf)
+    hi{w} = dt(np.inf)
+    for i0 in range(0, seg, {TILE}):
+        n = min({TILE}, seg - i0)
+        _tile_in(x, base, l0, i0, stride, n, step, tile, {W}, 0)
+        for i in range(n):
+            r = tile[i * {W}:i * {W} + {W}]
+            xv{w} = r[{w}]
+            k{w}, m{w}, lo{w}, hi{w} = {compose}(k{w}, m{w}, lo{w}, hi{w}, u{w}, xv{w} + b{w}, zero, tiny)
+            h{w} = {f}(xv{w} + u{w} * h{w} + b{w}, one)
+            r[{w}] = h{w}
+        _tile_out(tile, {W}, base, l0, i0, stride, n, step, out)
+    mk[l0 + {w}] = k{w}
+    mm[l0 + {w}] = m{w}
+    mlo[l0 + {w}] = lo{w}
+    mhi[l0 + {w}] = hi{w}
 """
 
 _LANES_BACKWARD_FIRST = """
@@ -230,36 +234,35 @@ def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg,
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    if True:
-        gt = np.empty({TILE} * {W}, lu.dtype)
-        ht = np.empty(({TILE} + 1) * {W}, lu.dtype)
-        u{w} = lu[l0 + {w}]
-        cy{w} = init[l0 + {w}]
-        a{w} = one
-        pu{w} = 0.0
-        pb{w} = 0.0
-        for t in range((seg + {TILE} - 1) // {TILE}):
-            i0 = max(seg - (t + 1) * {TILE}, 0)
-            n = seg - t * {TILE} - i0
-            _tile_in(grad_h, base, l0, i0, stride, n, step, gt, {W}, 0)
-            _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, {W})
-            for ii in range(n):
-                i = n - 1 - ii
-                gr = gt[i * {W}:i * {W} + {W}]
-                hr = ht[i * {W} + {W}:i * {W} + 2 * {W}]
-                hp = ht[i * {W}:i * {W} + {W}]
-                d{w} = {df}(hr[{w}], one)
-                v{w} = (gr[{w}] + cy{w}) * d{w}
-                gr[{w}] = v{w}
-                pu{w} += v{w} * hp[{w}]
-                pb{w} += v{w}
-                cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
-                a{w} = A.flush_subnormal(a{w} * d{w} * u{w}, tiny)
-            _tile_out(gt, {W}, base, l0, i0, stride, n, step, gx)
-        ma[l0 + {w}] = a{w}
-        mm[l0 + {w}] = cy{w}
-        part_u[l0 + {w}] = pu{w}
-        part_b[l0 + {w}] = pb{w}
+    gt = np.empty({TILE} * {W}, lu.dtype)
+    ht = np.empty(({TILE} + 1) * {W}, lu.dtype)
+    u{w} = lu[l0 + {w}]
+    cy{w} = init[l0 + {w}]
+    a{w} = one
+    pu{w} = 0.0
+    pb{w} = 0.0
+    for t in range((seg + {TILE} - 1) // {TILE}):
+        i0 = max(seg - (t + 1) * {TILE}, 0)
+        n = seg - t * {TILE} - i0
+        _tile_in(grad_h, base, l0, i0, stride, n, step, gt, {W}, 0)
+        _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, {W})
+        for ii in range(n):
+            i = n - 1 - ii
+            gr = gt[i * {W}:i * {W} + {W}]
+            hr = ht[i * {W} + {W}:i * {W} + 2 * {W}]
+            hp = ht[i * {W}:i * {W} + {W}]
+            d{w} = {df}(hr[{w}], one)
+            v{w} = (gr[{w}] + cy{w}) * d{w}
+            gr[{w}] = v{w}
+            pu{w} += v{w} * hp[{w}]
+            pb{w} += v{w}
+            cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
+            a{w} = A.flush_subnormal(a{w} * d{w} * u{w}, tiny)
+        _tile_out(gt, {W}, base, l0, i0, stride, n, step, gx)
+    ma[l0 + {w}] = a{w}
+    mm[l0 + {w}] = cy{w}
+    part_u[l0 + {w}] = pu{w}
+    part_b[l0 + {w}] = pb{w}
 """
 
 # the forward's pass 1 per kind: (step function, map composition)
@@ -267,16 +270,17 @@ _FORWARD_KINDS = {"relu": ("A.relu", "_compose_relu_lanes"), "relu_positive": ("
                   "identity": ("A.identity", "_compose_identity_lanes")}
 
 
-# ---- lanes: the time-parallel phases, LANES (segment, column) lanes per block, through tiles --------------------
+# ---- lanes: the time-parallel phases, blocks of lanes through tiles ----------------------------------------------
 # Lane l is column l % C of segment l // C; ``base[l]`` is the flat index of its first visit, the next visit is
-# ``stride`` further (-C when reversed). A block copies TILE visits of its LANES lanes at a time into a
-# [TILE, LANES] tile (a lane's visits are contiguous or C apart in memory; its column in the tile), runs the step
-# formulas down the tile's rows (one row: the lanes side by side, so the loop over lanes vectorises) and copies
-# results back. The lanes' state lives in one [rows, LANES] array: with one array the vectoriser needs a single
-# overlap check against the tile (separate arrays needed more runtime checks than LLVM makes, and the loop ran
-# scalar). 64 lanes, not 16: more independent chains per row (each step's latency hidden).
-LANES = 64  # lanes per block (a constant: the loops over a tile's row vectorise with no remainder)
-TILE = 32  # visits per tile, a multiple of a transposed block's 16: a [32, 64] float64 tile is 16 KB (two fit L1)
+# ``stride`` further (-C when reversed). A block copies some visits of its lanes at a time into a tile (a lane's
+# visits are contiguous or C apart in memory; its column in the tile), runs the step formulas down the tile's rows
+# (one row: the lanes side by side, so the work vectorises across lanes) and copies results back. Pass 1 is
+# generated code (above); pass 2 below takes LANES lanes per block, and keeps their state in one [rows, LANES]
+# array: with one array the vectoriser needs a single overlap check against the tile (separate arrays needed more
+# runtime checks than LLVM makes, and the loop ran scalar). 64 lanes: more independent chains per row (each step's
+# latency hidden). Pass 2 reads ~2% of the data with relu, so its form matters little.
+LANES = 64  # lanes per pass-2 block (a constant: the loops over a tile's row vectorise with no remainder)
+TILE = 32  # visits per pass-2 tile: a [32, 64] float64 tile is 16 KB (two fit L1)
 
 
 @njit(inline="always")
