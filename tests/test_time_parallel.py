@@ -208,8 +208,10 @@ NARROW_CASES = {
     "lanes-B2-H1": (151, 2, 1, True),
     "lanes-H8": (99, 1, 8, True),
     # whole tiles: the lanes' copies go by transposed blocks (``narrow._tile_in``) whose units are a visit's C
-    # columns. C = 1: 192 segments of 208 steps (6 whole tiles and a part) and a tail of 64; C = 2, 4, 8: 96, 48, 24
-    # segments of 45 steps (a tile and a part) and a tail. Forwards, then reversed (the case's index: i % 3 == 1).
+    # columns, 16 visits at a time, the rest element by element. C = 1: 192 segments of 208 steps (pass 1's tiles
+    # of 64: 3 and 16 visits more; pass 2's of 32: 6 and a part) and a tail of 64, or of 85 steps ("part-tiles": a
+    # tile, 16 visits by a block and 5 by elements); C = 2, 4, 8: 96, 48, 24 segments of 45 steps (32 visits by
+    # blocks, 13 by elements) and a tail. Forwards, then reversed (the case's index: i % 3 == 1).
     "lanes-H1-tiles": (40000, 1, 1, True),
     "lanes-H1-tiles-reverse": (40000, 1, 1, True),
     "lanes-B2-H1-tiles": (4327, 2, 1, True),
@@ -221,6 +223,7 @@ NARROW_CASES = {
     "lanes-B4-H1-tiles": (2165, 4, 1, True),
     "lanes-B8-H1-tiles": (1083, 8, 1, True),
     "lanes-B4-H2-tiles-reverse": (1083, 4, 2, True),
+    "lanes-H1-part-tiles": (192 * 85 + 10, 1, 1, True),
 }
 
 
@@ -348,6 +351,7 @@ def test_lanes_kernels_propagate_nan_and_inf_as_the_sequential_kernels_do(narrow
         err = np.abs(a[finite].astype(np.float64) - s[finite]).max(initial=0.0)
         scale = 1.0 + np.abs(s[finite]).max(initial=0.0) * (T if name in ("gu", "gb") else 1)
         assert err / scale <= tolerance(np.float32, T, against_kernels=True), name
+
 
 def overflowing_problem(T, B, H, u_value, seed):
     """float32, |u| = 8 with relu: the chains stay finite (runs of 50 steps of x = 1e-30, which grow h by 8x a
