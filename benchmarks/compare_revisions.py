@@ -4,6 +4,9 @@
 
     python -m benchmarks.compare_revisions 79283ac mnist long tiny
     python -m benchmarks.compare_revisions 5d65e50 seq1 1000000,1,2 --time-parallel on
+    python -m benchmarks.compare_revisions 5d65e50 seq1 --time-parallel on --split
+
+``--split`` times forward and backward apart (the backward on one shared ``h``), alternating all four calls.
 
 The earlier ``indrnn_core`` package is taken with ``git archive REV indrnn_core`` into a temporary folder and
 imported under another name (``indrnn_core_REV``: the kernels import each other relatively), so both versions run
@@ -54,6 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--time-parallel", choices=list(TIME_PARALLEL), default="off",
                    help="forward/backward's time_parallel for both versions (default: off, the sequential kernels)")
+    p.add_argument("--split", action="store_true", help="forward and backward timed apart")
     args = p.parse_args(argv)
     import indrnn_core as new
 
@@ -74,13 +78,31 @@ def main(argv=None) -> int:
                 module.backward(g, o[0], u, h0, out=o[1:], time_parallel=time_parallel)
             return run
 
+        label = f"{shape.name} T={shape.T} B={shape.B} H={shape.H}"
+        if args.split:
+            h = new.forward(x, u, b, h0, time_parallel=time_parallel)
+            fns = {}
+            for key, module in (("old", old), ("new", new)):
+                o = outs[key] = (np.empty_like(x), np.empty_like(x), np.empty_like(u), np.empty_like(u),
+                                 np.empty_like(h0))
+                fns[key, "fwd"] = lambda m=module, o=o: m.forward(x, u, b, h0, out=o[0], time_parallel=time_parallel)
+                fns[key, "bwd"] = lambda m=module, o=o: m.backward(g, h, u, h0, out=o[1:], time_parallel=time_parallel)
+            t = harness.alternate(fns, args.repeats, max_seconds=60)
+            same = all(np.array_equal(a, c, equal_nan=True) for a, c in zip(outs["old"], outs["new"]))
+            for mode in ("fwd", "bwd"):
+                _report(f"{label} {mode}", args.rev, t["old", mode], t["new", mode], same)
+            continue
         t = harness.alternate({"old": fwdbwd(old, "old"), "new": fwdbwd(new, "new")}, args.repeats, max_seconds=60)
         same = all(np.array_equal(a, c, equal_nan=True) for a, c in zip(outs["old"], outs["new"]))
-        print(f"{shape.name} T={shape.T} B={shape.B} H={shape.H}: {args.rev} {t['old']['median_ms']:.2f} ms, "
-              f"now {t['new']['median_ms']:.2f} ms, now/{args.rev} {harness.paired_ratio(t['new'], t['old']):.3f} "
-              f"(median of {t['new']['repeats']} paired rounds), bit-identical={same}")
+        _report(label, args.rev, t["old"], t["new"], same)
     print(f"load average {os.getloadavg()}")
     return 0
+
+
+def _report(label, rev, old, new, same):
+    print(f"{label}: {rev} {old['median_ms']:.2f} ms, now {new['median_ms']:.2f} ms, "
+          f"now/{rev} {harness.paired_ratio(new, old):.3f} (median of {new['repeats']} paired rounds), "
+          f"bit-identical={same}")
 
 
 if __name__ == "__main__":
