@@ -177,13 +177,14 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
 # Pass 1 (see "the lanes kernels' two passes" below) reads and writes every element, so it is most of the lanes
 # kernels' time. A block of W lanes keeps their state in scalar variables (registers, vectorised by SLP, as in the
 # rows kernels) and runs the step formulas down a [FIRST_TILE, W] tile. Against the 64-lane form of pass 2 below
-# (state in an array), AMD EPYC (Zen 4), T = 10^6, B = H = 1, alternating in one process: forward 0.86x the time on
-# one thread and 0.81x on two, backward 0.82x and 0.91x; results bit-identical. Why: the state's round trip through
-# memory at every step is gone (stores bounded that loop), and a block reads 16 segments at a time instead of 64,
-# whose streams the caches' prefetchers follow better (the transposed copies alone, 16 lanes x 64 visits: 0.63x the
-# time of 64 lanes x 32 visits). Each block body is a function of its own, called from a small parallel loop:
-# Numba's parallel passes copy a loop's whole body many times: with the body inside, a first forward call (one
-# kernel per phase) compiled in 35 s instead of 16.
+# (state in an array), AMD EPYC (Zen 4), T = 10^6, B = H = 1, results bit-identical (`python -m
+# benchmarks.compare_revisions e0fdd84 seq1 --time-parallel auto --split`, 2026-11-28, with relu's cheaper select
+# in `_activations`): forward 0.79x the time on two threads and 0.78x on one, backward 0.88x and 0.92x. Why: the
+# state's round trip through memory at every step is gone (stores bounded that loop), and a block reads 16
+# segments at a time instead of 64, whose streams the caches' prefetchers follow better (the transposed copies
+# alone, 16 lanes x 64 visits: 0.63x the time of 64 lanes x 32 visits, an ad-hoc probe). Each block body is a
+# function of its own, called from a small parallel loop: Numba's parallel passes copy a loop's whole body many
+# times, and with the body inside, a first forward call (one kernel per phase) compiled in 35 s instead of 16.
 FIRST_TILE = 64  # visits per pass-1 tile: a [64, 16] float64 tile is 8 KB
 
 _LANES_FORWARD_FIRST = """
