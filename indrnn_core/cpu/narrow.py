@@ -187,6 +187,8 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
 # times, and with the body inside, a first forward call (one kernel per phase) compiled in 35 s instead of 16.
 FIRST_TILE = 64  # visits per pass-1 tile: a [64, 16] float64 tile is 8 KB
 
+# Pass 1 of the forward, a function per kind (``_FORWARD_KINDS``): every lane's segment from ``init``, the
+# provisional h into ``out``, and its map h -> clip(mk*h + mm, mlo, mhi) composed with ``{compose}``.
 _LANES_FORWARD_FIRST = """
 def lanes_forward_first_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out):
     for blk in prange(base.shape[0] // {W}):
@@ -222,6 +224,10 @@ def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, m
     mhi[l0 + {w}] = hi{w}
 """
 
+# Pass 1 of the backward, a function per activation: every lane's segment from the carry ``init``, the provisional
+# gx into ``gx`` and the gu, gb partial sums (float64, in visit order, latest first) into ``part_u``, ``part_b``, and
+# its map carry -> ma*carry + mm (``ma``: the product of u * act'; ``mm``: the carry out of the segment from
+# ``init``, which is the true one for the last segment).
 _LANES_BACKWARD_FIRST = """
 def lanes_backward_first_{act}(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b):
     for blk in prange(base.shape[0] // {W}):
