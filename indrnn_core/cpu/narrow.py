@@ -346,7 +346,7 @@ def _tile_in(src, base, l0, i0, stride, n, step, flat, lanes, r0):
 
 @njit(cache=True)
 def _tile_out(flat, lanes, base, l0, i0, stride, n, step, dst):
-    """``_tile_in``'s inverse: src at visit i0 + i of lane l0 + l = row i, column l of the tile, for i < n."""
+    """``_tile_in``'s inverse: dst at visit i0 + i of lane l0 + l = row i, column l of the tile, for i < n."""
     done = 0
     if step != 0:
         C = abs(stride)
