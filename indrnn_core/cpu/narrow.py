@@ -12,14 +12,14 @@ work on blocks of independent *lanes* at once, so the compiler vectorises each s
   segments). Two passes over the data instead of the scan's maps-then-runs (four): pass 1 runs every segment from a
   guessed start, writing its results, and composes the segment's map on the way; the boundaries (serial) give each
   segment's true start; pass 2 reruns each segment from it only until its chain meets the provisional one (see
-  "the lanes kernels' two passes" below). A block of lanes (pass 1: ``W`` = 16, generated code with the state in
-  registers, like the rows kernels; pass 2: ``LANES`` = 64) copies a tile of visits at a time, one lane per column,
-  and runs the step formulas along the tile's rows. Tiles move by transposed blocks through vector shuffles
+  "the lanes kernels' two passes" below). A block of lanes (pass 1: 16 forward, 32 backward, generated code with the
+  state in registers, like the rows kernels; pass 2: ``LANES`` = 64) copies a tile of visits at a time, one lane per
+  column, and runs the step formulas along the tile's rows. Tiles move by transposed blocks through vector shuffles
   (``_llvm.transpose_copy_<C>``, LLVM intrinsics): a segment's visits are contiguous rows of C columns, so a block
   of 16 / C segments and 16 / C visits (float32) is a transpose whose units are a visit's C columns. Visits short of
   a multiple of 16 go element by element.
 
-The generated code (rows kernels, lanes pass 1) is the templates below expanded, ``W`` copies of each statement
+The generated code (rows kernels, lanes pass 1) is the templates below expanded, a copy of each statement per lane
 and a function per activation, in ``_narrow_generated.py``, whose compiled kernels Numba caches as it does the
 others.
 
@@ -44,17 +44,18 @@ ROW_MAX_COLUMNS = 64  # the rows kernels take C = 16, 32, 48, 64 (more columns v
 _ACTIVATION_NAMES = {A.ACT_RELU: "relu", A.ACT_TANH: "tanh", A.ACT_SIGMOID: "sigmoid", A.ACT_IDENTITY: "identity"}
 
 
-def _expand(template: str, names: dict) -> str:
-    """Each line holding ``{w}`` becomes W lines (lane 0..W-1), other lines are kept; ``{W}`` is W, and each other
-    ``{key}`` is ``names[key]``."""
+def _expand(template: str, names: dict, width: int = W) -> str:
+    """Each line holding ``{w}`` becomes ``width`` lines (lane 0..width-1), other lines are kept; ``{W}`` is
+    ``width``, and each other ``{key}`` is ``names[key]``."""
     out = []
     for line in template.splitlines():
         for key, value in names.items():
             line = line.replace("{" + key + "}", value)
+        line = line.replace("{W}", str(width))
         if "{w}" in line:
-            out += [line.replace("{w}", str(w)) for w in range(W)]
+            out += [line.replace("{w}", str(w)) for w in range(width)]
         else:
-            out.append(line.replace("{W}", str(W)))
+            out.append(line)
     return "\n".join(out) + "\n"
 
 
@@ -71,14 +72,16 @@ def generated_source() -> str:
              'date)."""\n\n'
              "import numpy as np\nfrom numba import njit, prange\n\nfrom .. import _activations as A\n"
              "from .narrow import (_compose_identity_lanes, _compose_relu_lanes, _compose_relu_positive, _h_tile_in,"
-             " _tile_in,\n                     _tile_out)\n"]
+             " _ix,\n                     _tile_in, _tile_out)\n"]
     for template in (_ROWS_FORWARD, _ROWS_BACKWARD, _LANES_BACKWARD_FIRST):
+        width = BACKWARD_FIRST_LANES if template is _LANES_BACKWARD_FIRST else W
         for act, name in _ACTIVATION_NAMES.items():
             names = {"act": name, "f": f"A.{name}", "df": f"A.{name}_derivative", "TILE": str(FIRST_TILE)}
-            parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(template, names).rstrip() + "\n")
+            parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(template, names, width).rstrip() + "\n")
     for kind, (f, compose) in _FORWARD_KINDS.items():
         names = {"kind": kind, "f": f, "compose": compose, "TILE": str(FIRST_TILE)}
-        parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(_LANES_FORWARD_FIRST, names).rstrip() + "\n")
+        parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(_LANES_FORWARD_FIRST, names, W).rstrip()
+                     + "\n")
     return "".join(parts)
 
 
@@ -173,11 +176,12 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
         part_b[c0 + {w}] = pb{w}
 """
 
-# ---- lanes, pass 1: generated like the rows kernels, W lanes per block --------------------------------------------
+# ---- lanes, pass 1: generated like the rows kernels, 16 or 32 lanes per block ---------------------------------------
 # Pass 1 (see "the lanes kernels' two passes" below) reads and writes every element, so it is most of the lanes
-# kernels' time. A block of W lanes keeps their state in scalar variables (registers, vectorised by SLP, as in the
-# rows kernels) and runs the step formulas down a [FIRST_TILE, W] tile. Against the 64-lane form of pass 2 below
-# (state in an array), AMD EPYC (Zen 4), T = 10^6, B = H = 1, results bit-identical (`python -m
+# kernels' time. A block of W lanes (BACKWARD_FIRST_LANES in the backward) keeps their state in scalar variables
+# (registers, vectorised by SLP, as in the rows kernels) and runs the step formulas down a [FIRST_TILE, lanes] tile.
+# Against the 64-lane form of pass 2 below (state in an array), AMD EPYC (Zen 4), T = 10^6, B = H = 1, results
+# bit-identical (16 lanes in both passes: `python -m
 # benchmarks.compare_revisions e0fdd84 seq1 --time-parallel auto --split`, 2026-11-28, with relu's cheaper select
 # in `_activations`): forward 0.79x the time on two threads and 0.78x on one, backward 0.88x and 0.92x. Why: the
 # state's round trip through memory at every step is gone (stores bounded that loop), and a block reads 16
@@ -186,13 +190,21 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
 # function of its own, called from a small parallel loop: Numba's parallel passes copy a loop's whole body many
 # times, and with the body inside, a first forward call (one kernel per phase) compiled in 35 s instead of 16.
 FIRST_TILE = 64  # visits per pass-1 tile: a [64, 16] float64 tile is 8 KB
+# The backward's step is a longer chain (~25 vector operations for 16 lanes, its carry's latency ~14 cycles): 32
+# lanes, two independent chains of registers, overlap it. Against 16 lanes (AMD EPYC, `python -m
+# benchmarks.compare_revisions 67b6e84 seq1 1000000,1,2 1000000,1,8 --time-parallel auto --split`, 2026-11-28,
+# with the rows indexed without slices), backward 0.89-0.93x the time at H = 1, 0.90-0.92x at H = 2, 0.82-0.84x at
+# H = 8, bit-identical. The cost: each backward kernel compiles in ~19 s instead of ~9 s. The forward stays at 16:
+# at 32 it took 0.93x the time at H = 1 but 1.11x at H = 2 and 1.42x at H = 8 (an ad-hoc probe, alternating).
+BACKWARD_FIRST_LANES = 32
 
 # Pass 1 of the forward, a function per kind (``_FORWARD_KINDS``): every lane's segment from ``init``, the
 # provisional h into ``out``, and its map h -> clip(mk*h + mm, mlo, mhi) composed with ``{compose}``.
 _LANES_FORWARD_FIRST = """
 def lanes_forward_first_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out):
     for blk in prange(base.shape[0] // {W}):
-        lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, blk * {W})
+        l0 = blk * {W}
+        lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0)
 
 
 @njit(cache=True)
@@ -212,11 +224,11 @@ def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, m
         n = min({TILE}, seg - i0)
         _tile_in(x, base, l0, i0, stride, n, step, tile, {W}, 0)
         for i in range(n):
-            r = tile[i * {W}:i * {W} + {W}]
-            xv{w} = r[{w}]
+            r = _ix(i * {W})
+            xv{w} = tile[r + {w}]
             k{w}, m{w}, lo{w}, hi{w} = {compose}(k{w}, m{w}, lo{w}, hi{w}, u{w}, xv{w} + b{w}, zero, tiny)
             h{w} = {f}(xv{w} + u{w} * h{w} + b{w}, one)
-            r[{w}] = h{w}
+            tile[r + {w}] = h{w}
         _tile_out(tile, {W}, base, l0, i0, stride, n, step, out)
     mk[l0 + {w}] = k{w}
     mm[l0 + {w}] = m{w}
@@ -254,14 +266,11 @@ def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg,
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, {W}, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, {W})
         for ii in range(n):
-            i = n - 1 - ii
-            gr = gt[i * {W}:i * {W} + {W}]
-            hr = ht[i * {W} + {W}:i * {W} + 2 * {W}]
-            hp = ht[i * {W}:i * {W} + {W}]
-            d{w} = {df}(hr[{w}], one)
-            v{w} = (gr[{w}] + cy{w}) * d{w}
-            gr[{w}] = v{w}
-            pu{w} += v{w} * hp[{w}]
+            r = _ix((n - 1 - ii) * {W})
+            d{w} = {df}(ht[r + {W} + {w}], one)
+            v{w} = (gt[r + {w}] + cy{w}) * d{w}
+            gt[r + {w}] = v{w}
+            pu{w} += v{w} * ht[r + {w}]
             pb{w} += v{w}
             cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
             a{w} = A.flush_subnormal(a{w} * d{w} * u{w}, tiny)
