@@ -5,6 +5,7 @@
     python -m benchmarks.compare_revisions 79283ac mnist long tiny
     python -m benchmarks.compare_revisions 5d65e50 seq1 1000000,1,2 --time-parallel on
     python -m benchmarks.compare_revisions 5d65e50 seq1 --time-parallel on --split
+    python -m benchmarks.compare_revisions 5d65e50 seq1 --time-parallel on --dtype float64
 
 ``--split`` times forward and backward apart (the backward on one shared ``h``), alternating all four calls.
 
@@ -58,14 +59,16 @@ def main(argv=None) -> int:
     p.add_argument("--time-parallel", choices=list(TIME_PARALLEL), default="off",
                    help="forward/backward's time_parallel for both versions (default: off, the sequential kernels)")
     p.add_argument("--split", action="store_true", help="forward and backward timed apart")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = p.parse_args(argv)
     import indrnn_core as new
 
     old = old_package(args.rev)
     time_parallel = TIME_PARALLEL[args.time_parallel]
-    print(f"load average {os.getloadavg()}; {args.rev} against the working tree, time_parallel={time_parallel}")
+    print(f"load average {os.getloadavg()}; {args.rev} against the working tree, time_parallel={time_parallel}, "
+          f"{args.dtype}")
     for shape in resolve(args.config):
-        inp = make_inputs(shape, "float32")
+        inp = make_inputs(shape, args.dtype)
         x, u, b, h0, g = (inp[k] for k in ("x", "u", "b", "h0", "grad_h"))
         outs = {}
 

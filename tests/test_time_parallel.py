@@ -209,7 +209,7 @@ NARROW_CASES = {
     "lanes-H8": (99, 1, 8, True),
     # whole tiles: the lanes' copies go by transposed blocks (``narrow._tile_in``) whose units are a visit's C
     # columns, 16 visits at a time, the rest element by element. C = 1: 192 segments of 208 steps (pass 1's tiles
-    # of 64: 3 and 16 visits more; pass 2's of 32: 6 and a part) and a tail of 64, or of 85 steps ("part-tiles": a
+    # of 64 float32 visits, ``narrow_paths``: 3 and 16 visits more; pass 2's of 32: 6 and a part) and a tail of 64, or of 85 steps ("part-tiles": a
     # tile, 16 visits by a block and 5 by elements); C = 2, 4, 8: 96, 48, 24 segments of 45 steps (32 visits by
     # blocks, 13 by elements) and a tail. Forwards, then reversed (the case's index: i % 3 == 1).
     "lanes-H1-tiles": (40000, 1, 1, True),
@@ -235,6 +235,8 @@ def narrow_paths(monkeypatch):
 
     monkeypatch.setattr(recurrence, "NARROW_MIN_STEPS", 1)
     monkeypatch.setattr(tp, "CPU_LANE_ELEMENTS", 64)
+    # pass-1 tiles of 64 float32 visits (32 float64): several per segment in these short problems
+    monkeypatch.setattr(narrow, "FIRST_TILE_BYTES", 256)
     calls = []
     for name in ("rows_forward_into", "rows_backward_into", "lanes_forward_into", "lanes_backward_into"):
         real = getattr(narrow, name)
@@ -306,6 +308,25 @@ def test_narrow_kernels_do_not_depend_on_thread_count(narrow_paths):
         for a, b in zip(many, one):
             assert np.array_equal(a, b)
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lanes_results_do_not_depend_on_tile_length(narrow_paths, monkeypatch, dtype):
+    """Pass 1's tile length (``narrow.first_tile_visits``) only decides how visits are copied: tiles of 64 float32
+    or 32 float64 visits (``narrow_paths``) and the default's (here a whole segment of 312 steps) give the same bits,
+    forwards and reversed. C = 1: 512 segments and a tail; C = 2: 256 segments."""
+    from indrnn_core.cpu import narrow
+
+    for i, (T, B, H) in enumerate(((512 * 312 + 5, 1, 1), (256 * 312 + 3, 1, 2))):
+        p = make_problem(T, B, H, dtype, False, seed=40 + i)
+        opts = dict(activation="relu", batch_first=False, reverse=i == 1, lengths=None)
+        short = run(CPU, p, opts, True)
+        with monkeypatch.context() as m:
+            m.setattr(narrow, "FIRST_TILE_BYTES", 4096)
+            long = run(CPU, p, opts, True)
+        assert narrow_paths.count("lanes_backward_into") == 2
+        del narrow_paths[:]
+        for a, b in zip(short, long):
+            assert np.array_equal(a, b, equal_nan=True)
 
 
 @pytest.mark.parametrize("u_value", [0.7, -0.7, 0.0, 1.0], ids=["positive", "negative", "zero", "one"])

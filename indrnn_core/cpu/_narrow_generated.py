@@ -1939,20 +1939,21 @@ def rows_backward_identity(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T
 
 
 @njit(parallel=True, cache=True)
-def lanes_backward_first_relu(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b):
+def lanes_backward_first_relu(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u, part_b):
     for blk in prange(base.shape[0] // 32):
-        lanes_backward_first_block_relu(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u,
-                                         part_b, blk * 32)
+        l0 = blk * 32
+        lanes_backward_first_block_relu(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm,
+                                         part_u, part_b, l0)
 
 
 @njit(cache=True)
-def lanes_backward_first_block_relu(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b,
-                                     l0):
+def lanes_backward_first_block_relu(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u,
+                                     part_b, l0):
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    gt = np.empty(64 * 32, lu.dtype)
-    ht = np.empty((64 + 1) * 32, lu.dtype)
+    gt = np.empty(tv * 32, lu.dtype)
+    ht = np.empty((tv + 1) * 32, lu.dtype)
     u0 = lu[l0 + 0]
     u1 = lu[l0 + 1]
     u2 = lu[l0 + 2]
@@ -2113,9 +2114,9 @@ def lanes_backward_first_block_relu(grad_h, h, gx, lu, base, stride, step, seg, 
     pb29 = 0.0
     pb30 = 0.0
     pb31 = 0.0
-    for t in range((seg + 64 - 1) // 64):
-        i0 = max(seg - (t + 1) * 64, 0)
-        n = seg - t * 64 - i0
+    for t in range((seg + tv - 1) // tv):
+        i0 = max(seg - (t + 1) * tv, 0)
+        n = seg - t * tv - i0
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, 32, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, 32)
         for ii in range(n):
@@ -2476,20 +2477,21 @@ def lanes_backward_first_block_relu(grad_h, h, gx, lu, base, stride, step, seg, 
 
 
 @njit(parallel=True, cache=True)
-def lanes_backward_first_tanh(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b):
+def lanes_backward_first_tanh(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u, part_b):
     for blk in prange(base.shape[0] // 32):
-        lanes_backward_first_block_tanh(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u,
-                                         part_b, blk * 32)
+        l0 = blk * 32
+        lanes_backward_first_block_tanh(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm,
+                                         part_u, part_b, l0)
 
 
 @njit(cache=True)
-def lanes_backward_first_block_tanh(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b,
-                                     l0):
+def lanes_backward_first_block_tanh(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u,
+                                     part_b, l0):
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    gt = np.empty(64 * 32, lu.dtype)
-    ht = np.empty((64 + 1) * 32, lu.dtype)
+    gt = np.empty(tv * 32, lu.dtype)
+    ht = np.empty((tv + 1) * 32, lu.dtype)
     u0 = lu[l0 + 0]
     u1 = lu[l0 + 1]
     u2 = lu[l0 + 2]
@@ -2650,9 +2652,9 @@ def lanes_backward_first_block_tanh(grad_h, h, gx, lu, base, stride, step, seg, 
     pb29 = 0.0
     pb30 = 0.0
     pb31 = 0.0
-    for t in range((seg + 64 - 1) // 64):
-        i0 = max(seg - (t + 1) * 64, 0)
-        n = seg - t * 64 - i0
+    for t in range((seg + tv - 1) // tv):
+        i0 = max(seg - (t + 1) * tv, 0)
+        n = seg - t * tv - i0
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, 32, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, 32)
         for ii in range(n):
@@ -3013,20 +3015,21 @@ def lanes_backward_first_block_tanh(grad_h, h, gx, lu, base, stride, step, seg, 
 
 
 @njit(parallel=True, cache=True)
-def lanes_backward_first_sigmoid(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b):
+def lanes_backward_first_sigmoid(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u, part_b):
     for blk in prange(base.shape[0] // 32):
-        lanes_backward_first_block_sigmoid(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u,
-                                         part_b, blk * 32)
+        l0 = blk * 32
+        lanes_backward_first_block_sigmoid(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm,
+                                         part_u, part_b, l0)
 
 
 @njit(cache=True)
-def lanes_backward_first_block_sigmoid(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b,
-                                     l0):
+def lanes_backward_first_block_sigmoid(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u,
+                                     part_b, l0):
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    gt = np.empty(64 * 32, lu.dtype)
-    ht = np.empty((64 + 1) * 32, lu.dtype)
+    gt = np.empty(tv * 32, lu.dtype)
+    ht = np.empty((tv + 1) * 32, lu.dtype)
     u0 = lu[l0 + 0]
     u1 = lu[l0 + 1]
     u2 = lu[l0 + 2]
@@ -3187,9 +3190,9 @@ def lanes_backward_first_block_sigmoid(grad_h, h, gx, lu, base, stride, step, se
     pb29 = 0.0
     pb30 = 0.0
     pb31 = 0.0
-    for t in range((seg + 64 - 1) // 64):
-        i0 = max(seg - (t + 1) * 64, 0)
-        n = seg - t * 64 - i0
+    for t in range((seg + tv - 1) // tv):
+        i0 = max(seg - (t + 1) * tv, 0)
+        n = seg - t * tv - i0
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, 32, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, 32)
         for ii in range(n):
@@ -3550,20 +3553,21 @@ def lanes_backward_first_block_sigmoid(grad_h, h, gx, lu, base, stride, step, se
 
 
 @njit(parallel=True, cache=True)
-def lanes_backward_first_identity(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b):
+def lanes_backward_first_identity(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u, part_b):
     for blk in prange(base.shape[0] // 32):
-        lanes_backward_first_block_identity(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u,
-                                         part_b, blk * 32)
+        l0 = blk * 32
+        lanes_backward_first_block_identity(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm,
+                                         part_u, part_b, l0)
 
 
 @njit(cache=True)
-def lanes_backward_first_block_identity(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b,
-                                     l0):
+def lanes_backward_first_block_identity(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u,
+                                     part_b, l0):
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    gt = np.empty(64 * 32, lu.dtype)
-    ht = np.empty((64 + 1) * 32, lu.dtype)
+    gt = np.empty(tv * 32, lu.dtype)
+    ht = np.empty((tv + 1) * 32, lu.dtype)
     u0 = lu[l0 + 0]
     u1 = lu[l0 + 1]
     u2 = lu[l0 + 2]
@@ -3724,9 +3728,9 @@ def lanes_backward_first_block_identity(grad_h, h, gx, lu, base, stride, step, s
     pb29 = 0.0
     pb30 = 0.0
     pb31 = 0.0
-    for t in range((seg + 64 - 1) // 64):
-        i0 = max(seg - (t + 1) * 64, 0)
-        n = seg - t * 64 - i0
+    for t in range((seg + tv - 1) // tv):
+        i0 = max(seg - (t + 1) * tv, 0)
+        n = seg - t * tv - i0
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, 32, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, 32)
         for ii in range(n):
@@ -4087,18 +4091,18 @@ def lanes_backward_first_block_identity(grad_h, h, gx, lu, base, stride, step, s
 
 
 @njit(parallel=True, cache=True)
-def lanes_forward_first_relu(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out):
+def lanes_forward_first_relu(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out):
     for blk in prange(base.shape[0] // 16):
         l0 = blk * 16
-        lanes_forward_first_block_relu(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0)
+        lanes_forward_first_block_relu(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0)
 
 
 @njit(cache=True)
-def lanes_forward_first_block_relu(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0):
+def lanes_forward_first_block_relu(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0):
     dt = lu.dtype.type
     zero, one = dt(0), dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    tile = np.empty(64 * 16, lu.dtype)
+    tile = np.empty(tv * 16, lu.dtype)
     u0 = lu[l0 + 0]
     u1 = lu[l0 + 1]
     u2 = lu[l0 + 2]
@@ -4211,8 +4215,8 @@ def lanes_forward_first_block_relu(x, lu, lb, base, stride, step, seg, init, mk,
     hi13 = dt(np.inf)
     hi14 = dt(np.inf)
     hi15 = dt(np.inf)
-    for i0 in range(0, seg, 64):
-        n = min(64, seg - i0)
+    for i0 in range(0, seg, tv):
+        n = min(tv, seg - i0)
         _tile_in(x, base, l0, i0, stride, n, step, tile, 16, 0)
         for i in range(n):
             r = _ix(i * 16)
@@ -4348,18 +4352,18 @@ def lanes_forward_first_block_relu(x, lu, lb, base, stride, step, seg, init, mk,
 
 
 @njit(parallel=True, cache=True)
-def lanes_forward_first_relu_positive(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out):
+def lanes_forward_first_relu_positive(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out):
     for blk in prange(base.shape[0] // 16):
         l0 = blk * 16
-        lanes_forward_first_block_relu_positive(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0)
+        lanes_forward_first_block_relu_positive(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0)
 
 
 @njit(cache=True)
-def lanes_forward_first_block_relu_positive(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0):
+def lanes_forward_first_block_relu_positive(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0):
     dt = lu.dtype.type
     zero, one = dt(0), dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    tile = np.empty(64 * 16, lu.dtype)
+    tile = np.empty(tv * 16, lu.dtype)
     u0 = lu[l0 + 0]
     u1 = lu[l0 + 1]
     u2 = lu[l0 + 2]
@@ -4472,8 +4476,8 @@ def lanes_forward_first_block_relu_positive(x, lu, lb, base, stride, step, seg, 
     hi13 = dt(np.inf)
     hi14 = dt(np.inf)
     hi15 = dt(np.inf)
-    for i0 in range(0, seg, 64):
-        n = min(64, seg - i0)
+    for i0 in range(0, seg, tv):
+        n = min(tv, seg - i0)
         _tile_in(x, base, l0, i0, stride, n, step, tile, 16, 0)
         for i in range(n):
             r = _ix(i * 16)
@@ -4609,18 +4613,18 @@ def lanes_forward_first_block_relu_positive(x, lu, lb, base, stride, step, seg, 
 
 
 @njit(parallel=True, cache=True)
-def lanes_forward_first_identity(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out):
+def lanes_forward_first_identity(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out):
     for blk in prange(base.shape[0] // 16):
         l0 = blk * 16
-        lanes_forward_first_block_identity(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0)
+        lanes_forward_first_block_identity(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0)
 
 
 @njit(cache=True)
-def lanes_forward_first_block_identity(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0):
+def lanes_forward_first_block_identity(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0):
     dt = lu.dtype.type
     zero, one = dt(0), dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    tile = np.empty(64 * 16, lu.dtype)
+    tile = np.empty(tv * 16, lu.dtype)
     u0 = lu[l0 + 0]
     u1 = lu[l0 + 1]
     u2 = lu[l0 + 2]
@@ -4733,8 +4737,8 @@ def lanes_forward_first_block_identity(x, lu, lb, base, stride, step, seg, init,
     hi13 = dt(np.inf)
     hi14 = dt(np.inf)
     hi15 = dt(np.inf)
-    for i0 in range(0, seg, 64):
-        n = min(64, seg - i0)
+    for i0 in range(0, seg, tv):
+        n = min(tv, seg - i0)
         _tile_in(x, base, l0, i0, stride, n, step, tile, 16, 0)
         for i in range(n):
             r = _ix(i * 16)

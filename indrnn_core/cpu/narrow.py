@@ -76,10 +76,10 @@ def generated_source() -> str:
     for template in (_ROWS_FORWARD, _ROWS_BACKWARD, _LANES_BACKWARD_FIRST):
         width = BACKWARD_FIRST_LANES if template is _LANES_BACKWARD_FIRST else W
         for act, name in _ACTIVATION_NAMES.items():
-            names = {"act": name, "f": f"A.{name}", "df": f"A.{name}_derivative", "TILE": str(FIRST_TILE)}
+            names = {"act": name, "f": f"A.{name}", "df": f"A.{name}_derivative"}
             parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(template, names, width).rstrip() + "\n")
     for kind, (f, compose) in _FORWARD_KINDS.items():
-        names = {"kind": kind, "f": f, "compose": compose, "TILE": str(FIRST_TILE)}
+        names = {"kind": kind, "f": f, "compose": compose}
         parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(_LANES_FORWARD_FIRST, names, W).rstrip()
                      + "\n")
     return "".join(parts)
@@ -189,7 +189,15 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
 # alone, 16 lanes x 64 visits: 0.63x the time of 64 lanes x 32 visits, an ad-hoc probe). Each block body is a
 # function of its own, called from a small parallel loop: Numba's parallel passes copy a loop's whole body many
 # times, and with the body inside, a first forward call (one kernel per phase) compiled in 35 s instead of 16.
-FIRST_TILE = 64  # visits per pass-1 tile: a [64, 16] float64 tile is 8 KB
+# Visits per pass-1 tile, a run-time argument (``first_tile_visits``). Longer tiles, fewer restarts of each lane's
+# stream: a tile reads FIRST_TILE_BYTES of every lane's visits at C = 1. Against 64 visits (AMD EPYC, float32,
+# T = 10^6, pass 1 alone, variants alternating in one process, 2026-11-28; ad-hoc probes), the backward at 32 lanes
+# took 0.79x the time with 1024 visits at H = 1 (256: 0.86x, 512: 0.81x, 2048: 0.83x), 0.72x at H = 2, 0.74x at
+# H = 4 and 0.75x at H = 8; the forward at 16 lanes 0.86x at H = 1 and 0.95x at H = 2 but 1.09x at H = 4 and 1.38x
+# at H = 8 (128 visits: 1.10x), so the forward takes long tiles only at C <= 2. 1024 float32 visits of 32 lanes
+# are two 128 KB tiles, in L2.
+FIRST_TILE_BYTES = 4096
+FIRST_TILE = 64  # visits per forward pass-1 tile at C > 2
 # The backward's step is a longer chain (~25 vector operations for 16 lanes, its carry's latency ~14 cycles): 32
 # lanes, two independent chains of registers, overlap it. Against 16 lanes (AMD EPYC, `python -m
 # benchmarks.compare_revisions 67b6e84 seq1 1000000,1,2 1000000,1,8 --time-parallel auto --split`, 2026-11-28,
@@ -201,18 +209,18 @@ BACKWARD_FIRST_LANES = 32
 # Pass 1 of the forward, a function per kind (``_FORWARD_KINDS``): every lane's segment from ``init``, the
 # provisional h into ``out``, and its map h -> clip(mk*h + mm, mlo, mhi) composed with ``{compose}``.
 _LANES_FORWARD_FIRST = """
-def lanes_forward_first_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out):
+def lanes_forward_first_{kind}(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out):
     for blk in prange(base.shape[0] // {W}):
         l0 = blk * {W}
-        lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0)
+        lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0)
 
 
 @njit(cache=True)
-def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, out, l0):
+def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0):
     dt = lu.dtype.type
     zero, one = dt(0), dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    tile = np.empty({TILE} * {W}, lu.dtype)
+    tile = np.empty(tv * {W}, lu.dtype)
     u{w} = lu[l0 + {w}]
     b{w} = lb[l0 + {w}]
     h{w} = init[l0 + {w}]
@@ -220,8 +228,8 @@ def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, m
     m{w} = zero
     lo{w} = dt(-np.inf)
     hi{w} = dt(np.inf)
-    for i0 in range(0, seg, {TILE}):
-        n = min({TILE}, seg - i0)
+    for i0 in range(0, seg, tv):
+        n = min(tv, seg - i0)
         _tile_in(x, base, l0, i0, stride, n, step, tile, {W}, 0)
         for i in range(n):
             r = _ix(i * {W})
@@ -241,28 +249,29 @@ def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, init, m
 # its map carry -> ma*carry + mm (``ma``: the product of u * act'; ``mm``: the carry out of the segment from
 # ``init``, which is the true one for the last segment).
 _LANES_BACKWARD_FIRST = """
-def lanes_backward_first_{act}(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b):
+def lanes_backward_first_{act}(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u, part_b):
     for blk in prange(base.shape[0] // {W}):
-        lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u,
-                                         part_b, blk * {W})
+        l0 = blk * {W}
+        lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm,
+                                         part_u, part_b, l0)
 
 
 @njit(cache=True)
-def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg, init, first, ma, mm, part_u, part_b,
-                                     l0):
+def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg, tv, init, first, ma, mm, part_u,
+                                     part_b, l0):
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
-    gt = np.empty({TILE} * {W}, lu.dtype)
-    ht = np.empty(({TILE} + 1) * {W}, lu.dtype)
+    gt = np.empty(tv * {W}, lu.dtype)
+    ht = np.empty((tv + 1) * {W}, lu.dtype)
     u{w} = lu[l0 + {w}]
     cy{w} = init[l0 + {w}]
     a{w} = one
     pu{w} = 0.0
     pb{w} = 0.0
-    for t in range((seg + {TILE} - 1) // {TILE}):
-        i0 = max(seg - (t + 1) * {TILE}, 0)
-        n = seg - t * {TILE} - i0
+    for t in range((seg + tv - 1) // tv):
+        i0 = max(seg - (t + 1) * tv, 0)
+        n = seg - t * tv - i0
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, {W}, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, {W})
         for ii in range(n):
@@ -280,6 +289,12 @@ def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg,
     part_u[l0 + {w}] = pu{w}
     part_b[l0 + {w}] = pb{w}
 """
+
+def first_tile_visits(seg: int, C: int, itemsize: int, backward: bool) -> int:
+    """Visits per pass-1 tile (``FIRST_TILE_BYTES``): never more than a segment's."""
+    visits = FIRST_TILE_BYTES // itemsize if backward or C <= 2 else FIRST_TILE
+    return max(1, min(visits, seg))
+
 
 # the forward's pass 1 per kind: (step function, map composition)
 _FORWARD_KINDS = {"relu": ("A.relu", "_compose_relu_lanes"), "relu_positive": ("A.relu", "_compose_relu_positive"),
@@ -679,7 +694,8 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
         kind = "relu_positive" if bool((u > 0).all()) else "relu"
     else:
         kind = "identity"
-    _kernel(f"lanes_forward_first_{kind}")(xf, lu, lb, base, stride, step, seg, init, mk, mm, mlo, mhi, of)
+    tv = first_tile_visits(seg, C, x.itemsize, backward=False)
+    _kernel(f"lanes_forward_first_{kind}")(xf, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, of)
     state = np.empty(n, u.dtype)
     _boundaries_forward(act, xf, lu, lb, base, stride, seg, mk, mm, mlo, mhi, of, state, cur, G, C)
     _lanes_forward_fix(xf, lu, lb, base, stride, step, seg, act, state, of)
@@ -751,8 +767,9 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
         first[C:] = hf[base[C:] - stride]
     ma, mm = np.empty(n, u.dtype), np.empty(n, u.dtype)
     part_u, part_b = np.empty(n), np.empty(n)
-    _kernel(f"lanes_backward_first_{_ACTIVATION_NAMES[act]}")(gf, hf, xf, lu, base, stride, step, seg, init, first,
-                                                             ma, mm, part_u, part_b)
+    tv = first_tile_visits(seg, C, h.itemsize, backward=True)
+    _kernel(f"lanes_backward_first_{_ACTIVATION_NAMES[act]}")(gf, hf, xf, lu, base, stride, step, seg, tv, init,
+                                                             first, ma, mm, part_u, part_b)
     carry = np.empty(n, u.dtype)
     _boundaries_backward(act, gf, hf, xf, lu, base, stride, seg, ma, mm, carry, cur, G, C)
     gh0[...] = cur.reshape(B, H)
