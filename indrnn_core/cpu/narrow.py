@@ -179,7 +179,7 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
 # ---- lanes, pass 1: generated like the rows kernels, 16 or 32 lanes per block ---------------------------------------
 # Pass 1 (see "the lanes kernels' two passes" below) reads and writes every element, so it is most of the lanes
 # kernels' time. A block of W lanes (BACKWARD_FIRST_LANES in the backward) keeps their state in scalar variables
-# (registers, vectorised by SLP, as in the rows kernels) and runs the step formulas down a [FIRST_TILE, lanes] tile.
+# (registers, vectorised by SLP, as in the rows kernels) and runs the step formulas down a [visits, lanes] tile.
 # Against the 64-lane form of pass 2 below (state in an array), AMD EPYC (Zen 4), T = 10^6, B = H = 1, results
 # bit-identical (16 lanes in both passes: `python -m
 # benchmarks.compare_revisions e0fdd84 seq1 --time-parallel auto --split`, 2026-11-28, with relu's cheaper select
