@@ -209,9 +209,10 @@ NARROW_CASES = {
     "lanes-H8": (99, 1, 8, True),
     # whole tiles: the lanes' copies go by transposed blocks (``narrow._tile_in``) whose units are a visit's C
     # columns, 16 visits at a time, the rest element by element. C = 1: 192 segments of 208 steps (pass 1's tiles
-    # of 64 float32 visits, ``narrow_paths``: 3 and 16 visits more; pass 2's of 32: 6 and a part) and a tail of 64, or of 85 steps ("part-tiles": a
-    # tile, 16 visits by a block and 5 by elements); C = 2, 4, 8: 96, 48, 24 segments of 45 steps (32 visits by
-    # blocks, 13 by elements) and a tail. Forwards, then reversed (the case's index: i % 3 == 1).
+    # of 64 float32 visits in ``narrow_paths``: 3 and 16 visits more; pass 2's of 32: 6 and a part) and a tail of
+    # 64, or of 85 steps ("part-tiles": a tile, 16 visits by a block and 5 by elements); C = 2, 4, 8: 96, 48, 24
+    # segments of 45 steps (32 visits by blocks, 13 by elements) and a tail. Forwards, then reversed (the case's
+    # index: i % 3 == 1).
     "lanes-H1-tiles": (40000, 1, 1, True),
     "lanes-H1-tiles-reverse": (40000, 1, 1, True),
     "lanes-B2-H1-tiles": (4327, 2, 1, True),

@@ -290,6 +290,7 @@ def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg,
     part_b[l0 + {w}] = pb{w}
 """
 
+
 def first_tile_visits(seg: int, C: int, itemsize: int, backward: bool) -> int:
     """Visits per pass-1 tile (``FIRST_TILE_BYTES``): never more than a segment's."""
     visits = FIRST_TILE_BYTES // itemsize if backward or C <= 2 else FIRST_TILE
