@@ -26,6 +26,41 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _has_gpu():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 CUDA_SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
+
+def _lock_simulator_shared_arrays():
+    """Numba's simulator runs a block's threads as Python threads, and its ``cuda.shared.array`` looks the block's
+    array up by call site and creates it when missing, unlocked: two threads can both miss and each get an array
+    of its own, and the kernel then reads memory no other thread wrote (a tiled kernel's output came back partly
+    uninitialised in one full run of the suite). The same lookup under a lock."""
+    import sys
+    import threading
+
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    original = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory (one buffer), or the simulator's error
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)  # the simulator's key: the calling line
+        with lock:
+            res = self._allocations.get(key)
+            if res is None:
+                res = self._allocations[key] = np.empty(shape, dtype)
+        return res
+
+    kernelapi.FakeCUDAShared.array = array
+
+
+if CUDA_SIMULATED:
+    _lock_simulator_shared_arrays()
+
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,

@@ -1,5 +1,4 @@
 """Two-process DistributedDataParallel (gloo, CPU): training steps through IndRNN keep the replicas identical."""
-import socket
 import sys
 from pathlib import Path
 
@@ -9,13 +8,7 @@ WORLD = 2
 STEPS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, out_dir: str) -> None:
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -23,7 +16,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     from indrnn_core.adapters.torch import IndRNN, register_recurrent_clipping
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    # A file rendezvous: no port to pick beforehand (one picked free may be taken by the time rank 0 binds it).
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=WORLD)
     try:
         torch.manual_seed(0)  # same initial weights on every rank
 
@@ -55,6 +49,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             torch.save({"params": gathered, "moved": moved,
                         "max_u": max(u.abs().max().item() for u in model.module.rnn._recurrent_weights())},
                        f"{out_dir}/result.pt")
+        # Both ranks done before either tears its connections down: a rank whose peer closed first while its
+        # gloo threads still ran aborted at exit (SIGABRT, "terminate called without an active exception") once.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -68,7 +65,7 @@ def test_ddp_training_keeps_replicas_identical(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     monkeypatch.setitem(sys.modules, name, sys.modules[__name__])
     monkeypatch.setattr(_worker, "__module__", name)
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
     result = torch.load(tmp_path / "result.pt")
     a, b = result["params"]
     assert result["moved"] > 1e-3  # the steps did train
