@@ -49,8 +49,9 @@ def _worker(rank: int, out_dir: str) -> None:
             torch.save({"params": gathered, "moved": moved,
                         "max_u": max(u.abs().max().item() for u in model.module.rnn._recurrent_weights())},
                        f"{out_dir}/result.pt")
-        # Both ranks done before either tears its connections down: a rank whose peer closed first while its
-        # gloo threads still ran aborted at exit (SIGABRT, "terminate called without an active exception") once.
+        # Both ranks done before either tears its connections down (rank 1 once aborted, SIGABRT, "terminate
+        # called without an active exception": a peer closing while the other's gloo threads still run is the
+        # likely cause).
         dist.barrier()
     finally:
         dist.destroy_process_group()
