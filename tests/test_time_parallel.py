@@ -350,6 +350,27 @@ def test_lanes_two_passes_for_any_u(narrow_paths, u_value, activation):
         assert_close(f"{name} vs sequential kernels", a, s, np.float32, T, scale=scale, against_kernels=True)
 
 
+def test_lanes_backward_sums_survive_partial_sums_that_overflow(narrow_paths):
+    """Pass 1 of the lanes backward sums a lane's gu, gb terms in the data's dtype over ``SUM_ROWS`` rows, then
+    adds that partial to a float64 sum. Terms of +-3e38 (u = 0, h = 1: gx = grad_h) overflow a float32 partial
+    where their float64 sum is exactly 0: those rows are summed again in float64, so gu and gb are 0, not inf or
+    NaN. (The general sequential kernel flushes float32 partials every 64 steps with no such check: it gives inf
+    or NaN here.)"""
+    from indrnn_core.cpu import narrow
+
+    T = 9000  # 192 segments of 46 steps and a tail of 168
+    grad_h = np.resize(np.array([3e38, 3e38, -3e38, -3e38], np.float32), T).reshape(T, 1, 1)
+    assert narrow.SUM_ROWS % 4 == 0  # a partial sums whole periods: +inf in float32, 0 in float64
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float32(3e38) + np.float32(3e38))
+    h = np.ones((T, 1, 1), np.float32)
+    u, h0 = np.zeros(1, np.float32), np.ones((1, 1), np.float32)
+    gx, gu, gb, gh0 = indrnn_core.backward(grad_h, h, u, h0, activation="relu", time_parallel=True)
+    assert "lanes_backward_into" in narrow_paths
+    assert np.array_equal(gx, grad_h) and gh0[0, 0] == 0
+    assert gu[0] == 0 and gb[0] == 0  # the float64 sums of the terms, exactly
+
+
 def test_lanes_kernels_propagate_nan_and_inf_as_the_sequential_kernels_do(narrow_paths):
     """A NaN or inf mid-sequence reaches the same outputs as in the sequential kernels: pass 2's chains never meet
     through a NaN, and a sum's correction skips the steps where the chains agree (an inf there is counted once)."""

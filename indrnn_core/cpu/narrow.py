@@ -71,8 +71,8 @@ def generated_source() -> str:
              'templates by ``narrow.write_generated_module()``: do not edit (a test checks that this file is up to\n'
              'date)."""\n\n'
              "import numpy as np\nfrom numba import njit, prange\n\nfrom .. import _activations as A\n"
-             "from .narrow import (_compose_identity_lanes, _compose_relu_lanes, _compose_relu_positive, _h_tile_in,"
-             " _ix,\n                     _tile_in, _tile_out)\n"]
+             "from .narrow import (SUM_ROWS, _compose_identity_lanes, _compose_relu_lanes, _compose_relu_positive,"
+             " _h_tile_in,\n                     _ix, _rows_sum64, _tile_in, _tile_out)\n"]
     for template in (_ROWS_FORWARD, _ROWS_BACKWARD, _LANES_BACKWARD_FIRST):
         width = BACKWARD_FIRST_LANES if template is _LANES_BACKWARD_FIRST else W
         for act, name in _ACTIVATION_NAMES.items():
@@ -205,6 +205,7 @@ FIRST_TILE = 64  # visits per forward pass-1 tile at C > 2
 # H = 8, bit-identical. The cost: each backward kernel compiles in ~19 s instead of ~9 s. The forward stays at 16:
 # at 32 it took 0.93x the time at H = 1 but 1.11x at H = 2 and 1.42x at H = 8 (an ad-hoc probe, alternating).
 BACKWARD_FIRST_LANES = 32
+SUM_ROWS = 16  # rows of a backward pass-1 tile whose gu, gb terms a lane sums in the data's dtype (see below)
 
 # Pass 1 of the forward, a function per kind (``_FORWARD_KINDS``): every lane's segment from ``init``, the
 # provisional h into ``out``, and its map h -> clip(mk*h + mm, mlo, mhi) composed with ``{compose}``.
@@ -262,6 +263,8 @@ def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg,
     dt = lu.dtype.type
     one = dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
+    zero = dt(0)
+    inf = dt(np.inf)
     gt = np.empty(tv * {W}, lu.dtype)
     ht = np.empty((tv + 1) * {W}, lu.dtype)
     u{w} = lu[l0 + {w}]
@@ -274,21 +277,43 @@ def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg,
         n = seg - t * tv - i0
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt, {W}, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht, {W})
-        for ii in range(n):
-            r = _ix((n - 1 - ii) * {W})
-            d{w} = {df}(ht[r + {W} + {w}], one)
-            v{w} = (gt[r + {w}] + cy{w}) * d{w}
-            gt[r + {w}] = v{w}
-            pu{w} += v{w} * ht[r + {w}]
-            pb{w} += v{w}
-            cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
-            a{w} = A.flush_subnormal(a{w} * d{w} * u{w}, tiny)
+        for k0 in range(0, n, SUM_ROWS):
+            k1 = min(k0 + SUM_ROWS, n)
+            qu{w} = zero
+            qb{w} = zero
+            for ii in range(k0, k1):
+                r = _ix((n - 1 - ii) * {W})
+                d{w} = {df}(ht[r + {W} + {w}], one)
+                v{w} = (gt[r + {w}] + cy{w}) * d{w}
+                gt[r + {w}] = v{w}
+                qu{w} += v{w} * ht[r + {w}]
+                qb{w} += v{w}
+                cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
+                a{w} = A.flush_subnormal(a{w} * d{w} * u{w}, tiny)
+            finite = True
+            finite = finite & (abs(qu{w}) < inf) & (abs(qb{w}) < inf)
+            if finite:
+                pu{w} += np.float64(qu{w})
+                pb{w} += np.float64(qb{w})
+            else:  # a partial overflowed (or holds a NaN): these rows' terms again, summed in float64
+                pu{w} += _rows_sum64(gt, ht, n, k0, k1, {W}, {w}, True)
+                pb{w} += _rows_sum64(gt, ht, n, k0, k1, {W}, {w}, False)
         _tile_out(gt, {W}, base, l0, i0, stride, n, step, gx)
     ma[l0 + {w}] = a{w}
     mm[l0 + {w}] = cy{w}
     part_u[l0 + {w}] = pu{w}
     part_b[l0 + {w}] = pb{w}
 """
+
+
+@njit(cache=True)
+def _rows_sum64(gt, ht, n, k0, k1, width, lane, products):
+    """Pass 1's sum over rows n-1-k0 down to n-k1 of a lane's terms, each in float64 (products: gx * h before)."""
+    s = 0.0
+    for ii in range(k0, k1):
+        r = (n - 1 - ii) * width
+        s += np.float64(gt[r + lane] * ht[r + lane]) if products else np.float64(gt[r + lane])
+    return s
 
 
 def first_tile_visits(seg: int, C: int, itemsize: int, backward: bool) -> int:
@@ -661,15 +686,18 @@ def _lanes(T, B, H, G, seg, reverse, u, b):
 
 @njit(cache=True)
 def _lane_arrays(T, C, H, G, seg, reverse, u, b):
-    n = G * C
-    base = np.empty(n, np.int64)
-    lu = np.empty(n, u.dtype)
-    lb = np.empty(n, u.dtype)
-    for lane in range(n):
-        g, c = lane // C, lane % C
-        base[lane] = ((T - 1 - g * seg) if reverse else g * seg) * C + c
-        lu[lane] = u[c % H]
-        lb[lane] = b[c % H]
+    base = np.empty(G * C, np.int64)
+    lu = np.empty(G * C, u.dtype)
+    lb = np.empty(G * C, u.dtype)
+    lane = 0
+    for g in range(G):  # (nested loops, not a division per lane: two of those cost ~5 us at G = 512)
+        first = ((T - 1 - g * seg) if reverse else g * seg) * C
+        for seq in range(C // H):
+            for j in range(H):
+                base[lane] = first + seq * H + j
+                lu[lane] = u[j]
+                lb[lane] = b[j]
+                lane += 1
     return base, lu, lb
 
 
