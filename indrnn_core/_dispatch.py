@@ -21,6 +21,8 @@ def _u_abs_max(u, device):
     """max |u| as a host float (0 when H = 0): the automatic time-parallel rule needs it."""
     if u.shape[0] == 0:
         return 0.0
+    if u.shape[0] == 1 and device == "cpu":  # (the single-column case: no ufuncs, ~1.5 us less)
+        return abs(float(u[0]))
     if device == "cuda":
         from . import cuda as _cuda
 

@@ -553,16 +553,12 @@ def backward(grad_h, h, u, h0, lengths, reverse, act, grad_hn, gx, gu, gb, gh0, 
 # ---- host launchers -------------------------------------------------------------------------------------------
 
 def _config():
-    from .. import time_parallel as cfg
-
     return int(cfg.CPU_GROUPS), int(cfg.CPU_LANE_ELEMENTS), int(cfg.CPU_MIN_SEGMENT)
 
 
 def _narrow_lanes(a, lengths, arrays):
     """(G, seg) when ``narrow``'s lanes kernels take these time-major arrays (B*H dividing their block of lanes,
     full lengths, contiguous), else (0, 0)."""
-    from . import narrow
-
     T, B, H = a.shape
     if not narrow.eligible(arrays, lengths, T, False):
         return 0, 0
@@ -590,8 +586,6 @@ def _forward_into(x, u, b, h0, lengths, reverse, act, batch_first, out, final):
         x, out = np.swapaxes(x, 0, 1), np.swapaxes(out, 0, 1)
     G, seg = _narrow_lanes(x, lengths, (x, out))
     if G:
-        from . import narrow
-
         return narrow.lanes_forward_into(x, u, b, h0, reverse, act, out, final if write_final else None, G, seg)
     forward(x, u, b, h0, lengths, reverse, act, out, final, write_final, *_config())
 
@@ -607,7 +601,10 @@ def _backward_into(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn
         grad_h, h, gx = np.swapaxes(grad_h, 0, 1), np.swapaxes(h, 0, 1), np.swapaxes(gx, 0, 1)
     G, seg = _narrow_lanes(h, lengths, (grad_h, h, gx))
     if G:
-        from . import narrow
-
         return narrow.lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0, G, seg)
     backward(grad_h, h, u, h0, lengths, reverse, act, grad_hn, gx, gu, gb, gh0, *_config())
+
+
+# (at the end: ``narrow`` imports this module's ``_apply_map``)
+from .. import time_parallel as cfg  # noqa: E402  (read at every call: tests shrink the config)
+from . import narrow  # noqa: E402
