@@ -12,12 +12,12 @@ work on blocks of independent *lanes* at once, so the compiler vectorises each s
   segments). Two passes over the data instead of the scan's maps-then-runs (four): pass 1 runs every segment from a
   guessed start, writing its results, and composes the segment's map on the way; the boundaries (serial) give each
   segment's true start; pass 2 reruns each segment from it only until its chain meets the provisional one (see
-  "the lanes kernels' two passes" below). A block of lanes (pass 1: 16 forward, 32 backward, generated code with the
-  state in registers, like the rows kernels; pass 2: ``LANES`` = 64) copies a tile of visits at a time, one lane per
-  column, and runs the step formulas along the tile's rows. Tiles move by transposed blocks through vector shuffles
-  (``_llvm.transpose_copy_<C>``, LLVM intrinsics): a segment's visits are contiguous rows of C columns, so a block
-  of 16 / C segments and 16 / C visits (float32) is a transpose whose units are a visit's C columns. Visits short of
-  a multiple of 16 go element by element.
+  "the lanes kernels' two passes" below). A block of lanes (pass 1: 16 forward, 32 at C = 1 and in the backward,
+  generated code with the state in registers, like the rows kernels; pass 2: ``LANES`` = 64) copies a tile of visits
+  at a time, one lane per column, and runs the step formulas along the tile's rows. Tiles move by transposed blocks
+  through vector shuffles (``_llvm.transpose_copy_<C>``, LLVM intrinsics): a segment's visits are contiguous rows
+  of C columns, so a block of 16 / C segments and 16 / C visits (float32) is a transpose whose units are a visit's
+  C columns. Visits short of a multiple of 16 go element by element.
 
 The generated code (rows kernels, lanes pass 1) is the templates below expanded, a copy of each statement per lane
 and a function per activation, in ``_narrow_generated.py``, whose compiled kernels Numba caches as it does the
@@ -78,11 +78,17 @@ def generated_source() -> str:
         for act, name in _ACTIVATION_NAMES.items():
             names = {"act": name, "f": f"A.{name}", "df": f"A.{name}_derivative"}
             parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(template, names, width).rstrip() + "\n")
-    for kind, (f, compose) in _FORWARD_KINDS.items():
-        names = {"kind": kind, "f": f, "compose": compose}
-        parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(_LANES_FORWARD_FIRST, names, W).rstrip()
-                     + "\n")
+    for width in (W, FORWARD_FIRST_LANES_C1):
+        for kind, (f, compose) in _FORWARD_KINDS.items():
+            names = {"kind": _forward_first_name(kind, width), "f": f, "compose": compose}
+            parts.append("\n\n@njit(parallel=True, cache=True)"
+                         + _expand(_LANES_FORWARD_FIRST, names, width).rstrip() + "\n")
     return "".join(parts)
+
+
+def _forward_first_name(kind: str, width: int) -> str:
+    """The forward pass-1 kernels' name suffix: the kind, and the lanes per block when not W."""
+    return kind if width == W else f"{kind}_w{width}"
 
 
 def write_generated_module() -> None:
@@ -198,14 +204,29 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
 # are two 128 KB tiles, in L2.
 FIRST_TILE_BYTES = 4096
 FIRST_TILE = 64  # visits per forward pass-1 tile at C > 2
+# Lanes per block in the forward's pass 1 at C = 1 (W elsewhere): the backward's reason (two registers' worth of
+# independent chains overlap each step's latency). Pass 1 alone at T = 10^6, B = H = 1, variants alternating in one
+# process (AMD EPYC, float32, 2026-11-28, an ad-hoc probe; bit-identical): 0.90x the time of 16 lanes. At C = 2
+# and 8 it was slower (1.11x, 1.42x: fewer segments per lane's tile, and more tiles in flight), so they keep W.
+FORWARD_FIRST_LANES_C1 = 32
 # The backward's step is a longer chain (~25 vector operations for 16 lanes, its carry's latency ~14 cycles): 32
 # lanes, two independent chains of registers, overlap it. Against 16 lanes (AMD EPYC, `python -m
 # benchmarks.compare_revisions 67b6e84 seq1 1000000,1,2 1000000,1,8 --time-parallel auto --split`, 2026-11-28,
 # with the rows indexed without slices), backward 0.89-0.93x the time at H = 1, 0.90-0.92x at H = 2, 0.82-0.84x at
-# H = 8, bit-identical. The cost: each backward kernel compiles in ~19 s instead of ~9 s. The forward stays at 16:
-# at 32 it took 0.93x the time at H = 1 but 1.11x at H = 2 and 1.42x at H = 8 (an ad-hoc probe, alternating).
+# H = 8, bit-identical. The cost: each backward kernel compiles in ~19 s instead of ~9 s. The forward takes 32
+# lanes at C = 1 only (FORWARD_FIRST_LANES_C1).
 BACKWARD_FIRST_LANES = 32
-SUM_ROWS = 16  # rows of a backward pass-1 tile whose gu, gb terms a lane sums in the data's dtype (see below)
+# A lane's gu, gb terms (gx * h before, gx) are summed in the data's dtype over SUM_ROWS rows of a tile, and each
+# such partial is added to the lane's float64 sums (as ``recurrence`` does every 64 steps): a float64 sum of every
+# term took two conversions and two float64 additions per term and sum, most of the step's vector operations.
+# Against that (`python -m benchmarks.compare_revisions d87caf0 <shapes> --time-parallel auto --split`, AMD EPYC,
+# 2026-11-28): float32 backward 0.920x the time at T = 10^6, B = H = 1, 0.933x at H = 2, 0.935x at H = 4, 0.943x
+# at B = 8; float64 1.01-1.02x. A float32 partial adds at most SUM_ROWS roundings relative to its terms (the
+# tests' tolerance is ROUNDINGS_PER_STEP * eps * T). A partial that overflows (or holds a NaN) is summed again
+# from the tile in float64 (``_rows_sum64``), so terms of +-3e38 cannot turn a finite float64 sum into inf.
+# Partials start at multiples of SUM_ROWS visits from the segment's end, in every tile length that is a multiple
+# of it, so the tile length still does not change the bits.
+SUM_ROWS = 16
 
 # Pass 1 of the forward, a function per kind (``_FORWARD_KINDS``): every lane's segment from ``init``, the
 # provisional h into ``out``, and its map h -> clip(mk*h + mm, mlo, mhi) composed with ``{compose}``.
@@ -213,11 +234,13 @@ _LANES_FORWARD_FIRST = """
 def lanes_forward_first_{kind}(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out):
     for blk in prange(base.shape[0] // {W}):
         l0 = blk * {W}
-        lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0)
+        lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out,
+                                         l0)
 
 
 @njit(cache=True)
-def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out, l0):
+def lanes_forward_first_block_{kind}(x, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, out,
+                                     l0):
     dt = lu.dtype.type
     zero, one = dt(0), dt(1)
     tiny = dt(np.finfo(lu.dtype).tiny)
@@ -728,7 +751,9 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
     else:
         kind = "identity"
     tv = first_tile_visits(seg, C, x.itemsize, backward=False)
-    _kernel(f"lanes_forward_first_{kind}")(xf, lu, lb, base, stride, step, seg, tv, init, mk, mm, mlo, mhi, of)
+    width = FORWARD_FIRST_LANES_C1 if C == 1 else W  # (G*C is a multiple of LANES: whole blocks either way)
+    _kernel("lanes_forward_first_" + _forward_first_name(kind, width))(xf, lu, lb, base, stride, step, seg, tv, init,
+                                                                       mk, mm, mlo, mhi, of)
     state = np.empty(n, u.dtype)
     _boundaries_forward(act, xf, lu, lb, base, stride, seg, mk, mm, mlo, mhi, of, state, cur, G, C)
     _lanes_forward_fix(xf, lu, lb, base, stride, step, seg, act, state, of)
