@@ -312,9 +312,10 @@ def test_narrow_kernels_do_not_depend_on_thread_count(narrow_paths):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lanes_results_do_not_depend_on_tile_length(narrow_paths, monkeypatch, dtype):
-    """Pass 1's tile length (``narrow.first_tile_visits``) only decides how visits are copied: tiles of 64 float32
-    or 32 float64 visits (``narrow_paths``) and the default's (here a whole segment of 312 steps) give the same bits,
-    forwards and reversed. C = 1: 512 segments and a tail; C = 2: 256 segments."""
+    """Pass 1's tile length (``narrow.first_tile_visits``) and pass 2's first tile (``narrow.FIX_HEAD``) only decide
+    how visits are copied: tiles of 64 float32 or 32 float64 visits (``narrow_paths``) and the default's (here a
+    whole segment of 312 steps), with pass 2 starting on 16 visits or on 1, give the same bits, forwards and
+    reversed. C = 1: 512 segments and a tail; C = 2: 256 segments."""
     from indrnn_core.cpu import narrow
 
     for i, (T, B, H) in enumerate(((512 * 312 + 5, 1, 1), (256 * 312 + 3, 1, 2))):
@@ -323,6 +324,7 @@ def test_lanes_results_do_not_depend_on_tile_length(narrow_paths, monkeypatch, d
         short = run(CPU, p, opts, True)
         with monkeypatch.context() as m:
             m.setattr(narrow, "FIRST_TILE_BYTES", 4096)
+            m.setattr(narrow, "FIX_HEAD", 1)
             long = run(CPU, p, opts, True)
         assert narrow_paths.count("lanes_backward_into") == 2
         del narrow_paths[:]

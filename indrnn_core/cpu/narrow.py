@@ -208,6 +208,7 @@ FIRST_TILE = 64  # visits per forward pass-1 tile at C > 2
 # independent chains overlap each step's latency). Pass 1 alone at T = 10^6, B = H = 1, variants alternating in one
 # process (AMD EPYC, float32, 2026-11-28, an ad-hoc probe; bit-identical): 0.90x the time of 16 lanes. At C = 2
 # and 8 it was slower (1.11x, 1.42x: fewer segments per lane's tile, and more tiles in flight), so they keep W.
+# float32 only: 16 float64 lanes already fill two registers (and the suite compiles three kernels fewer per run).
 FORWARD_FIRST_LANES_C1 = 32
 # The backward's step is a longer chain (~25 vector operations for 16 lanes, its carry's latency ~14 cycles): 32
 # lanes, two independent chains of registers, overlap it. Against 16 lanes (AMD EPYC, `python -m
@@ -222,8 +223,9 @@ BACKWARD_FIRST_LANES = 32
 # Against that (`python -m benchmarks.compare_revisions d87caf0 <shapes> --time-parallel auto --split`, AMD EPYC,
 # 2026-11-28): float32 backward 0.920x the time at T = 10^6, B = H = 1, 0.933x at H = 2, 0.935x at H = 4, 0.943x
 # at B = 8; float64 1.01-1.02x. A float32 partial adds at most SUM_ROWS roundings relative to its terms (the
-# tests' tolerance is ROUNDINGS_PER_STEP * eps * T). A partial that overflows (or holds a NaN) is summed again
-# from the tile in float64 (``_rows_sum64``), so terms of +-3e38 cannot turn a finite float64 sum into inf.
+# tests' tolerance is ROUNDINGS_PER_STEP * eps * T). When a block's partials overflow (or hold a NaN), its lanes'
+# terms of those rows are summed again from the tile in float64 (``_rows_sum64``), so terms of +-3e38 cannot turn
+# a finite float64 sum into inf. The cost: each backward pass-1 kernel compiles in ~27 s instead of ~19 s.
 # Partials start at multiples of SUM_ROWS visits from the segment's end, in every tile length that is a multiple
 # of it, so the tile length still does not change the bits.
 SUM_ROWS = 16
@@ -295,6 +297,7 @@ def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg,
     a{w} = one
     pu{w} = 0.0
     pb{w} = 0.0
+    redo = np.zeros((2, {W}))  # float64 sums of the rows whose partials overflowed (see SUM_ROWS)
     for t in range((seg + tv - 1) // tv):
         i0 = max(seg - (t + 1) * tv, 0)
         n = seg - t * tv - i0
@@ -319,24 +322,28 @@ def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg,
                 pu{w} += np.float64(qu{w})
                 pb{w} += np.float64(qb{w})
             else:  # a partial overflowed (or holds a NaN): these rows' terms again, summed in float64
-                pu{w} += _rows_sum64(gt, ht, n, k0, k1, {W}, {w}, True)
-                pb{w} += _rows_sum64(gt, ht, n, k0, k1, {W}, {w}, False)
+                _rows_sum64(gt, ht, n, k0, k1, {W}, redo)
         _tile_out(gt, {W}, base, l0, i0, stride, n, step, gx)
     ma[l0 + {w}] = a{w}
     mm[l0 + {w}] = cy{w}
-    part_u[l0 + {w}] = pu{w}
-    part_b[l0 + {w}] = pb{w}
+    part_u[l0 + {w}] = pu{w} + redo[0, {w}]
+    part_b[l0 + {w}] = pb{w} + redo[1, {w}]
 """
 
 
 @njit(cache=True)
-def _rows_sum64(gt, ht, n, k0, k1, width, lane, products):
-    """Pass 1's sum over rows n-1-k0 down to n-k1 of a lane's terms, each in float64 (products: gx * h before)."""
-    s = 0.0
-    for ii in range(k0, k1):
-        r = (n - 1 - ii) * width
-        s += np.float64(gt[r + lane] * ht[r + lane]) if products else np.float64(gt[r + lane])
-    return s
+def _rows_sum64(gt, ht, n, k0, k1, width, redo):
+    """Adds to ``redo`` [2, width] each lane's gu, gb terms of tile rows n-1-k0 down to n-k1, summed in float64.
+    (One call for the block, not a branch per lane: those made each backward kernel compile ~25 s longer.)"""
+    for lane in range(width):
+        su = 0.0
+        sb = 0.0
+        for ii in range(k0, k1):
+            r = (n - 1 - ii) * width + lane
+            su += np.float64(gt[r] * ht[r])
+            sb += np.float64(gt[r])
+        redo[0, lane] += su
+        redo[1, lane] += sb
 
 
 def first_tile_visits(seg: int, C: int, itemsize: int, backward: bool) -> int:
@@ -361,6 +368,10 @@ _FORWARD_KINDS = {"relu": ("A.relu", "_compose_relu_lanes"), "relu_positive": ("
 # latency hidden). Pass 2 reads ~2% of the data with relu, so its form matters little.
 LANES = 64  # lanes per pass-2 block (a constant: the loops over a tile's row vectorise with no remainder)
 TILE = 32  # visits per pass-2 tile: a [32, 64] float64 tile is 16 KB (two fit L1)
+# Visits in pass 2's first tile of a segment (a run-time argument, at most TILE): with relu the chains usually meet
+# within a few visits, so a block's first tile is often its only one; 16 is the shortest that still copies by
+# transposed blocks.
+FIX_HEAD = 16
 
 
 @njit(inline="always")
@@ -480,9 +491,9 @@ def _fix_rows_with(f, tile, prov, n, st, one):
 
 
 @njit(cache=True, parallel=True)
-def _lanes_forward_fix(x, lu, lb, base, stride, step, seg, act, state, out):
+def _lanes_forward_fix(x, lu, lb, base, stride, step, seg, head, act, state, out):
     """Pass 2 of the forward: each lane's segment from its true start ``state`` until it meets ``out``'s
-    provisional h."""
+    provisional h; the first tile holds ``head`` visits, the others TILE."""
     one = lu.dtype.type(1)
     for blk in prange(base.shape[0] // LANES):
         l0 = blk * LANES
@@ -491,8 +502,9 @@ def _lanes_forward_fix(x, lu, lb, base, stride, step, seg, act, state, out):
         st = np.empty((3, LANES), lu.dtype)
         for l in range(LANES):
             st[0, l], st[1, l], st[2, l] = state[l0 + l], lu[l0 + l], lb[l0 + l]
-        for i0 in range(0, seg, TILE):
-            n = min(TILE, seg - i0)
+        i0 = 0
+        n = min(head, seg)
+        while i0 < seg:
             _tile_in(x, base, l0, i0, stride, n, step, tile_flat, LANES, 0)
             _tile_in(out, base, l0, i0, stride, n, step, prov_flat, LANES, 0)
             if act == A.ACT_RELU:
@@ -502,6 +514,8 @@ def _lanes_forward_fix(x, lu, lb, base, stride, step, seg, act, state, out):
             _tile_out(tile_flat, LANES, base, l0, i0, stride, n, step, out)
             if met:
                 break
+            i0 += n
+            n = min(TILE, seg - i0)
 
 
 @njit(inline="always")
@@ -529,13 +543,15 @@ def _h_tile_in(h, base, l0, i0, stride, n, step, first, ht_flat, lanes):
 
 
 @njit(inline="always")
-def _backward_fix_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat, ht, ht_flat, pt, pt_flat,
-                        st, acc, one, tiny):
-    """Rerun from the true carries, tile by tile, until every lane has met its provisional chain; acc gets the
-    sums' corrections (new terms less provisional ones: zero for a lane that has met)."""
-    for t in range((seg + TILE - 1) // TILE):
-        i0 = max(seg - (t + 1) * TILE, 0)
-        n = seg - t * TILE - i0
+def _backward_fix_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, head, first, gt, gt_flat, ht, ht_flat, pt,
+                        pt_flat, st, acc, one, tiny):
+    """Rerun from the true carries, tile by tile from the segment's end (the first tile ``head`` visits, the
+    others TILE), until every lane has met its provisional chain; acc gets the sums' corrections (new terms less
+    provisional ones: zero for a lane that has met)."""
+    end = seg
+    n = min(head, seg)
+    while end > 0:
+        i0 = end - n
         _tile_in(grad_h, base, l0, i0, stride, n, step, gt_flat, LANES, 0)
         _h_tile_in(h, base, l0, i0, stride, n, step, first, ht_flat, LANES)
         _tile_in(gx, base, l0, i0, stride, n, step, pt_flat, LANES, 0)
@@ -553,10 +569,12 @@ def _backward_fix_tiles(df, grad_h, h, gx, base, l0, stride, step, seg, first, g
         _tile_out(gt_flat, LANES, base, l0, i0, stride, n, step, gx)
         if met:
             return
+        end = i0
+        n = min(TILE, end)
 
 
 @njit(cache=True, parallel=True)
-def _lanes_backward_fix(grad_h, h, gx, lu, base, stride, step, seg, act, carry, first, part_u, part_b):
+def _lanes_backward_fix(grad_h, h, gx, lu, base, stride, step, seg, head, act, carry, first, part_u, part_b):
     """Pass 2 of the backward: each lane's segment from its true carry until it meets the provisional gx; the
     partial sums corrected."""
     dt = lu.dtype.type
@@ -572,16 +590,16 @@ def _lanes_backward_fix(grad_h, h, gx, lu, base, stride, step, seg, act, carry, 
         for l in range(LANES):
             st[0, l], st[1, l] = carry[l0 + l], lu[l0 + l]
         if act == A.ACT_RELU:
-            _backward_fix_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
-                                ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
+            _backward_fix_tiles(A.relu_derivative, grad_h, h, gx, base, l0, stride, step, seg, head, first, gt,
+                                gt_flat, ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
         elif act == A.ACT_TANH:
-            _backward_fix_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
-                                ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
+            _backward_fix_tiles(A.tanh_derivative, grad_h, h, gx, base, l0, stride, step, seg, head, first, gt,
+                                gt_flat, ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
         elif act == A.ACT_SIGMOID:
-            _backward_fix_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt, gt_flat,
-                                ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
+            _backward_fix_tiles(A.sigmoid_derivative, grad_h, h, gx, base, l0, stride, step, seg, head, first, gt,
+                                gt_flat, ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
         else:
-            _backward_fix_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, step, seg, first, gt,
+            _backward_fix_tiles(A.identity_derivative, grad_h, h, gx, base, l0, stride, step, seg, head, first, gt,
                                 gt_flat, ht, ht_flat, pt, pt_flat, st, acc, one, tiny)
         for l in range(LANES):
             part_u[l0 + l] += acc[0, l]
@@ -751,12 +769,13 @@ def lanes_forward_into(x, u, b, h0, reverse, act, out, final, G, seg):
     else:
         kind = "identity"
     tv = first_tile_visits(seg, C, x.itemsize, backward=False)
-    width = FORWARD_FIRST_LANES_C1 if C == 1 else W  # (G*C is a multiple of LANES: whole blocks either way)
+    # (float64: W lanes are already two registers; G*C is a multiple of LANES, so blocks are whole either way)
+    width = FORWARD_FIRST_LANES_C1 if C == 1 and x.itemsize == 4 else W
     _kernel("lanes_forward_first_" + _forward_first_name(kind, width))(xf, lu, lb, base, stride, step, seg, tv, init,
                                                                        mk, mm, mlo, mhi, of)
     state = np.empty(n, u.dtype)
     _boundaries_forward(act, xf, lu, lb, base, stride, seg, mk, mm, mlo, mhi, of, state, cur, G, C)
-    _lanes_forward_fix(xf, lu, lb, base, stride, step, seg, act, state, of)
+    _lanes_forward_fix(xf, lu, lb, base, stride, step, seg, min(FIX_HEAD, TILE), act, state, of)
     # the tail: visits G*seg .. T-1, serially, from the state after the last segment
     _tail_forward(act, xf, _per_column(u, B), _per_column(b, B), of, cur, G * seg, T, C, bool(reverse))
     if final is not None:
@@ -831,7 +850,8 @@ def lanes_backward_into(grad_h, h, u, h0, reverse, act, grad_hn, gx, gu, gb, gh0
     carry = np.empty(n, u.dtype)
     _boundaries_backward(act, gf, hf, xf, lu, base, stride, seg, ma, mm, carry, cur, G, C)
     gh0[...] = cur.reshape(B, H)
-    _lanes_backward_fix(gf, hf, xf, lu, base, stride, step, seg, act, carry, first, part_u, part_b)
+    _lanes_backward_fix(gf, hf, xf, lu, base, stride, step, seg, min(FIX_HEAD, TILE), act, carry, first, part_u,
+                        part_b)
     _sum_lanes(tail_u, tail_b, part_u, part_b, G, C, B, H, gu, gb)
 
 
