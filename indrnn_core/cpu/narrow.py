@@ -61,6 +61,17 @@ def _expand(template: str, names: dict, width: int = W) -> str:
 
 GENERATED_MODULE = Path(__file__).with_name("_narrow_generated.py")
 
+# Called, not inlined: the generated code calls the step's helpers (activations, derivatives, flush_subnormal, the
+# map compositions) once per lane and row. As ``inline="always"`` functions (how ``_activations`` declares them for
+# the other kernels) Numba copied each call's IR into the kernel, and its own passes (SSA, liveness, type
+# inference) grew faster than the copies: a backward pass-1 kernel of 32 lanes compiled in ~27 s, a forward one in
+# ~21 s. As ordinary Numba functions (``njit`` of the same Python function) each call stays one IR statement, and
+# LLVM inlines them before its SLP vectoriser runs: the same results bit for bit, the same speed (seq1 fwd+bwd
+# 0.97x, alternating; AMD EPYC, 2026-11-28, an ad-hoc probe), ~10 s and ~7 s to compile.
+_CALLED = {**{n: f"A.{n}" for a in _ACTIVATION_NAMES.values() for n in (a, f"{a}_derivative")},
+           "flush_subnormal": "A.flush_subnormal", "compose_relu_lanes": "N._compose_relu_lanes",
+           "compose_relu_positive": "N._compose_relu_positive", "compose_identity_lanes": "N._compose_identity_lanes"}
+
 
 def generated_source() -> str:
     """The text of ``_narrow_generated.py``: the rows templates and the lanes kernels' pass-1 templates below,
@@ -71,12 +82,14 @@ def generated_source() -> str:
              'templates by ``narrow.write_generated_module()``: do not edit (a test checks that this file is up to\n'
              'date)."""\n\n'
              "import numpy as np\nfrom numba import njit, prange\n\nfrom .. import _activations as A\n"
-             "from .narrow import (SUM_ROWS, _compose_identity_lanes, _compose_relu_lanes, _compose_relu_positive,"
-             " _h_tile_in,\n                     _ix, _rows_sum64, _tile_in, _tile_out)\n"]
+             "from . import narrow as N\n"
+             "from .narrow import SUM_ROWS, _h_tile_in, _ix, _rows_sum64, _tile_in, _tile_out\n\n"
+             "# the step's helpers as ordinary calls, which LLVM inlines (narrow.py: \"called, not inlined\")\n"
+             + "".join(f"{name} = njit({source}.py_func)\n" for name, source in _CALLED.items())]
     for template in (_ROWS_FORWARD, _ROWS_BACKWARD, _LANES_BACKWARD_FIRST):
         width = BACKWARD_FIRST_LANES if template is _LANES_BACKWARD_FIRST else W
         for act, name in _ACTIVATION_NAMES.items():
-            names = {"act": name, "f": f"A.{name}", "df": f"A.{name}_derivative"}
+            names = {"act": name, "f": name, "df": f"{name}_derivative"}
             parts.append("\n\n@njit(parallel=True, cache=True)" + _expand(template, names, width).rstrip() + "\n")
     for width in (W, FORWARD_FIRST_LANES_C1):
         for kind, (f, compose) in _FORWARD_KINDS.items():
@@ -168,7 +181,7 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
             xr[{w}] = v{w}
             pu{w} += v{w} * hp{w}
             pb{w} += v{w}
-            cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
+            cy{w} = flush_subnormal(v{w} * u{w}, tiny)
             hcy{w} = hp{w}
             o = p
         if T > 0:
@@ -176,7 +189,7 @@ def rows_backward_{act}(grad_h, h, u, h0, grad_hn, gx, part_u, part_b, gh0, T, C
             gx[o + {w}] = v{w}
             pu{w} += v{w} * h0[c0 + {w}]
             pb{w} += v{w}
-            cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
+            cy{w} = flush_subnormal(v{w} * u{w}, tiny)
         gh0[c0 + {w}] = cy{w}
         part_u[c0 + {w}] = pu{w}
         part_b[c0 + {w}] = pb{w}
@@ -314,8 +327,8 @@ def lanes_backward_first_block_{act}(grad_h, h, gx, lu, base, stride, step, seg,
                 gt[r + {w}] = v{w}
                 qu{w} += v{w} * ht[r + {w}]
                 qb{w} += v{w}
-                cy{w} = A.flush_subnormal(v{w} * u{w}, tiny)
-                a{w} = A.flush_subnormal(a{w} * d{w} * u{w}, tiny)
+                cy{w} = flush_subnormal(v{w} * u{w}, tiny)
+                a{w} = flush_subnormal(a{w} * d{w} * u{w}, tiny)
             finite = True
             finite = finite & (abs(qu{w}) < inf) & (abs(qb{w}) < inf)
             if finite:
@@ -353,8 +366,8 @@ def first_tile_visits(seg: int, C: int, itemsize: int, backward: bool) -> int:
 
 
 # the forward's pass 1 per kind: (step function, map composition)
-_FORWARD_KINDS = {"relu": ("A.relu", "_compose_relu_lanes"), "relu_positive": ("A.relu", "_compose_relu_positive"),
-                  "identity": ("A.identity", "_compose_identity_lanes")}
+_FORWARD_KINDS = {"relu": ("relu", "compose_relu_lanes"), "relu_positive": ("relu", "compose_relu_positive"),
+                  "identity": ("identity", "compose_identity_lanes")}
 
 
 # ---- lanes: the time-parallel phases, blocks of lanes through tiles ----------------------------------------------
