@@ -157,28 +157,31 @@ def _work_item(c, chunks, B, H):
     return lo, hi, _column_edge(cc, col_chunks, H), _column_edge(cc + 1, col_chunks, H)
 
 
+# The serial and parallel kernels both run work items through one ordinary (not inlined) function, compiled once
+# for both: inlined into each (both layouts, every activation's row loop) they took ~20 s (forward) and ~60 s
+# (backward) to compile per dtype, most of the suite's compiling.
+@njit
+def _forward_item(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, c, chunks):
+    lo, hi, j0, j1 = _work_item(c, chunks, lengths.shape[0], u.shape[0])
+    if batch_first:
+        _forward_rows(_at_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
+                      lo, hi, j0, j1)
+    else:
+        _forward_rows(_at_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
+                      lo, hi, j0, j1)
+
+
 @njit(cache=True, parallel=True)
 def _forward_parallel(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, chunks):
-    B, H = lengths.shape[0], u.shape[0]
-    for c in prange(_item_count(chunks, B)):
-        lo, hi, j0, j1 = _work_item(c, chunks, B, H)
-        if batch_first:
-            _forward_rows(_at_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final,
-                          lo, hi, j0, j1)
-        else:
-            _forward_rows(_at_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final,
-                          lo, hi, j0, j1)
+    for c in prange(_item_count(chunks, lengths.shape[0])):
+        _forward_item(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, np.int64(c),
+                      np.int64(chunks))
 
 
 @njit(cache=True)
 def _forward_serial(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final):
-    B, H = lengths.shape[0], u.shape[0]
-    if batch_first:
-        _forward_rows(_at_batch_first, x, u, bias, h0, lengths, reverse, act, True, out, final, write_final, 0, B,
-                      0, H)
-    else:
-        _forward_rows(_at_time_major, x, u, bias, h0, lengths, reverse, act, False, out, final, write_final, 0, B,
-                      0, H)
+    _forward_item(x, u, bias, h0, lengths, reverse, act, batch_first, out, final, write_final, np.int64(0),
+                  np.int64(1))
 
 
 _FLUSH_STEPS = 64
@@ -299,30 +302,31 @@ def _backward_rows(at, grad_h, h, u, h0, lengths, reverse, act, batch_first, gra
         n, s_forward = _next_visit(n, s_forward, lo, hi, T, batch_first)
 
 
+@njit  # (see _forward_item)
+def _backward_item(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
+                   block_part, c, chunks):
+    lo, hi, j0, j1 = _work_item(c, chunks, lengths.shape[0], u.shape[0])
+    if batch_first:
+        _backward_rows(_at_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
+                       gb_part, carry, block_part, lo, hi, j0, j1)
+    else:
+        _backward_rows(_at_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
+                       gb_part, carry, block_part, lo, hi, j0, j1)
+
+
 @njit(cache=True, parallel=True)
 def _backward_parallel(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
                        block_part, chunks):
-    B, H = lengths.shape[0], u.shape[0]
-    for c in prange(_item_count(chunks, B)):
-        lo, hi, j0, j1 = _work_item(c, chunks, B, H)
-        if batch_first:
-            _backward_rows(_at_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
-                           gb_part, carry, block_part, lo, hi, j0, j1)
-        else:
-            _backward_rows(_at_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
-                           gb_part, carry, block_part, lo, hi, j0, j1)
+    for c in prange(_item_count(chunks, lengths.shape[0])):
+        _backward_item(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
+                       block_part, np.int64(c), np.int64(chunks))
 
 
 @njit(cache=True)
 def _backward_serial(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
                      block_part):
-    B, H = lengths.shape[0], u.shape[0]
-    if batch_first:
-        _backward_rows(_at_batch_first, grad_h, h, u, h0, lengths, reverse, act, True, grad_hn, gx, gu_part,
-                       gb_part, carry, block_part, 0, B, 0, H)
-    else:
-        _backward_rows(_at_time_major, grad_h, h, u, h0, lengths, reverse, act, False, grad_hn, gx, gu_part,
-                       gb_part, carry, block_part, 0, B, 0, H)
+    _backward_item(grad_h, h, u, h0, lengths, reverse, act, batch_first, grad_hn, gx, gu_part, gb_part, carry,
+                   block_part, np.int64(0), np.int64(1))
 
 
 @njit(cache=True)
