@@ -66,8 +66,9 @@ GENERATED_MODULE = Path(__file__).with_name("_narrow_generated.py")
 # the other kernels) Numba copied each call's IR into the kernel, and its own passes (SSA, liveness, type
 # inference) grew faster than the copies: a backward pass-1 kernel of 32 lanes compiled in ~27 s, a forward one in
 # ~21 s. As ordinary Numba functions (``njit`` of the same Python function) each call stays one IR statement, and
-# LLVM inlines them before its SLP vectoriser runs: the same results bit for bit, the same speed (seq1 fwd+bwd
-# 0.97x, alternating; AMD EPYC, 2026-11-28, an ad-hoc probe), ~10 s and ~7 s to compile.
+# LLVM inlines them before its SLP vectoriser runs: the same results bit for bit, the same speed (`python -m
+# benchmarks.compare_revisions e35afe4 seq1 seq16 --time-parallel auto --split`: fwd, bwd 0.98-1.02x; AMD EPYC,
+# 2026-11-28), ~7-10 s and ~5-7 s to compile.
 _CALLED = {**{n: f"A.{n}" for a in _ACTIVATION_NAMES.values() for n in (a, f"{a}_derivative")},
            "flush_subnormal": "A.flush_subnormal", "compose_relu_lanes": "N._compose_relu_lanes",
            "compose_relu_positive": "N._compose_relu_positive", "compose_identity_lanes": "N._compose_identity_lanes"}
