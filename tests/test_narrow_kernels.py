@@ -4,13 +4,12 @@ passes, overflowing partial sums, NaN and inf). A file of their own so that pyte
 them beside ``test_time_parallel.py``: compiling each file's kernels takes minutes. Tolerances: see
 ``time_parallel_support``."""
 
-import numba
 import numpy as np
 import pytest
 
 import indrnn_core
-from time_parallel_support import (CPU, _general_kernels, assert_close, check_against_reference, make_problem,
-                                   run, tolerance)
+from time_parallel_support import (CPU, _general_kernels, assert_close, assert_same_on_one_thread,
+                                   check_against_reference, make_problem, run, tolerance)
 from time_parallel_support import narrow_paths, small_segments  # noqa: F401 (fixtures: small_segments autouse)
 
 ACTIVATIONS = ["relu", "identity", "tanh", "sigmoid"]
@@ -93,14 +92,7 @@ def test_narrow_kernels_do_not_depend_on_thread_count(narrow_paths):
     for T, B, H, time_parallel in ((150, 2, 16, False), (203, 1, 1, True)):
         p = make_problem(T, B, H, np.float32, False, seed=7)
         opts = dict(activation="relu", batch_first=False, reverse=False, lengths=None)
-        many = run(CPU, p, opts, time_parallel)
-        numba.set_num_threads(1)
-        try:
-            one = run(CPU, p, opts, time_parallel)
-        finally:
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        for a, b in zip(many, one):
-            assert np.array_equal(a, b)
+        assert_same_on_one_thread(p, opts, time_parallel)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,7 +3,6 @@ and against the sequential kernels, on the CPU and on CUDA (Numba's simulator wi
 feature; the automatic rule; the errors. ``narrow``'s kernels: ``test_narrow_kernels.py``. The tolerance rule:
 ``time_parallel_support``."""
 
-import numba
 import numpy as np
 import pytest
 
@@ -11,7 +10,8 @@ import indrnn_core
 from indrnn_core import reference
 from indrnn_core import time_parallel as tp
 from indrnn_core.testing import nan_like
-from time_parallel_support import CPU, CUDA, assert_close, check_against_reference, make_problem, run
+from time_parallel_support import (CPU, CUDA, assert_close, assert_same_on_one_thread, check_against_reference,
+                                   make_problem, run)
 from time_parallel_support import narrow_paths, small_segments  # noqa: F401 (fixtures: small_segments autouse)
 
 
@@ -77,14 +77,7 @@ def test_cpu_results_do_not_depend_on_thread_count():
     """Segments are fixed by the length and the config, never by the thread count: bit-identical on 1 thread."""
     p = make_problem(301, 2, 3, np.float32, False, seed=4)
     opts = dict(activation="identity", batch_first=False, reverse=True, lengths=np.array([301, 150]))
-    many = run(CPU, p, opts, True)
-    numba.set_num_threads(1)
-    try:
-        one = run(CPU, p, opts, True)
-    finally:
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    for a, b in zip(many, one):
-        assert np.array_equal(a, b)
+    assert_same_on_one_thread(p, opts, True)
 
 
 @pytest.mark.parametrize("H", [1, 20], ids=["lanes", "rows"])

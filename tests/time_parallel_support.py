@@ -133,3 +133,15 @@ def _general_kernels(monkeypatch):
 
     monkeypatch.setattr(narrow, "rows_applies", lambda C: False)
     monkeypatch.setattr(narrow, "lanes_segments", lambda *a: (0, 0))
+
+
+def assert_same_on_one_thread(p, opts, time_parallel):
+    """The CPU results on every thread and on one are bit-identical (the work split never follows the threads)."""
+    many = run(CPU, p, opts, time_parallel)
+    numba.set_num_threads(1)
+    try:
+        one = run(CPU, p, opts, time_parallel)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for a, b in zip(many, one):
+        assert np.array_equal(a, b, equal_nan=True)
